@@ -1,0 +1,295 @@
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import Consul from 'consul';
+import { ConsulResponseError } from '../errors/consul-response.error.js';
+import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
+import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
+import { abortedMessage, closedMessage, unreachableMessage } from '../errors/error-messages.js';
+import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
+import type { ConsulConnectionSettings, WatchConsistency } from '../settings/discovery.settings.js';
+import type {
+  AgentServiceDefinition,
+  CancelContext,
+  IndexedResult,
+  RawCallOptions,
+  RawConsulClient,
+  RawHealthCheck,
+  RawHealthEntry,
+  RawReadOptions,
+  RawResponse,
+} from './consul.types.js';
+
+export interface CallOptions {
+  /** Aborts the request (the client's `ctx` cancel). */
+  signal?: AbortSignal;
+}
+
+export interface ReadOptions extends CallOptions, DiscoveryQuery {
+  consistency?: WatchConsistency;
+}
+
+export interface BlockingReadOptions extends ReadOptions {
+  /** Last `X-Consul-Index` seen; 0 or absent = answer at once. */
+  index?: number;
+  waitMs: number;
+}
+
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+const PEM = /-----BEGIN [A-Z ]+-----/;
+
+interface PapiError extends Error {
+  code?: string;
+  isResponse?: boolean;
+  isTimeout?: boolean;
+  isAbort?: boolean;
+  isValidation?: boolean;
+  response?: { statusCode?: number; body?: unknown };
+}
+
+/**
+ * The one place that speaks HTTP to Consul: wraps the `consul` client, maps its answers to our
+ * types and its failures to our errors, and owns every socket and in-flight request, so
+ * `close()` leaves nothing behind.
+ */
+export class ConsulClient {
+  /** `http(s)://host:port`, for messages (never carries the token). */
+  readonly target: string;
+  private readonly client: RawConsulClient;
+  /** Long-polls get their own pool so they never starve short calls of sockets. */
+  private readonly longPollClient: RawConsulClient;
+  private readonly inflight = new Set<CancelContext>();
+  private readonly lifetime = new AbortController();
+
+  constructor(private readonly settings: ConsulConnectionSettings) {
+    const { host, port, secure } = settings;
+    this.target = `${secure ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    this.client = this.createClient(settings.maxSockets);
+    this.longPollClient = this.createClient(Infinity);
+  }
+
+  /** Aborted by `close()`: whatever waits on Consul (backoff, rate limit) stops waiting. */
+  get closeSignal(): AbortSignal {
+    return this.lifetime.signal;
+  }
+
+  get closed(): boolean {
+    return this.lifetime.signal.aborted;
+  }
+
+  /** Requests currently in flight (short calls and long-polls). */
+  get inflightCount(): number {
+    return this.inflight.size;
+  }
+
+  async registerService(
+    definition: AgentServiceDefinition,
+    options: CallOptions = {},
+  ): Promise<void> {
+    await this.call('agent.service.register', options, this.settings.timeoutMs, (raw) =>
+      this.client.agent.service.register({ ...definition, ...raw }),
+    );
+  }
+
+  async deregisterService(serviceId: string, options: CallOptions = {}): Promise<void> {
+    await this.call('agent.service.deregister', options, this.settings.timeoutMs, (raw) =>
+      this.client.agent.service.deregister({ id: serviceId, ...raw }),
+    );
+  }
+
+  async passCheck(checkId: string, options: CallOptions = {}): Promise<void> {
+    await this.call('agent.check.pass', options, this.settings.timeoutMs, (raw) =>
+      this.client.agent.check.pass({ id: checkId, ...raw }),
+    );
+  }
+
+  /** Instances of `name` whose checks all pass, sorted by `serviceId`. */
+  async healthyInstances(name: string, options: ReadOptions = {}): Promise<ServiceInstance[]> {
+    const [, entries] = await this.call('health.service', options, this.settings.timeoutMs, (raw) =>
+      this.client.health.service({
+        ...this.readOptions(options),
+        ...raw,
+        service: name,
+        passing: true,
+        tag: options.tag,
+      }),
+    );
+    return toInstances(entries);
+  }
+
+  /** Blocking query on `/v1/health/service/<name>?passing`. */
+  async watchHealthyInstances(
+    name: string,
+    options: BlockingReadOptions,
+  ): Promise<IndexedResult<ServiceInstance[]>> {
+    const [response, entries] = await this.blockingCall('health.service', options, (raw) =>
+      this.longPollClient.health.service({
+        ...raw,
+        service: name,
+        passing: true,
+        tag: options.tag,
+      }),
+    );
+    return { value: toInstances(entries), index: consulIndex(response) };
+  }
+
+  /** Blocking query on `/v1/health/state/any`: every check of the datacenter. */
+  async watchCheckStates(options: BlockingReadOptions): Promise<IndexedResult<RawHealthCheck[]>> {
+    const [response, checks] = await this.blockingCall('health.state', options, (raw) =>
+      this.longPollClient.health.state({ ...raw, state: 'any' }),
+    );
+    return { value: checks, index: consulIndex(response) };
+  }
+
+  /** Blocking query on `/v1/catalog/services`: service names and their tags. */
+  async watchServiceNames(
+    options: BlockingReadOptions,
+  ): Promise<IndexedResult<Record<string, string[]>>> {
+    const [response, services] = await this.blockingCall('catalog.services', options, (raw) =>
+      this.longPollClient.catalog.service.list(raw),
+    );
+    return { value: services, index: consulIndex(response) };
+  }
+
+  /** Aborts every request in flight and destroys the keep-alive sockets. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.lifetime.abort();
+    for (const ctx of this.inflight) ctx.emit('cancel');
+    this.inflight.clear();
+    this.client.destroy();
+    this.longPollClient.destroy();
+  }
+
+  private blockingCall<T>(
+    operation: string,
+    options: BlockingReadOptions,
+    run: (raw: RawCallOptions & RawReadOptions) => Promise<T>,
+  ): Promise<T> {
+    const read: RawReadOptions = this.readOptions(options);
+    // Consul adds up to wait/16 of jitter before answering an idle blocking query.
+    let timeoutMs = this.settings.timeoutMs;
+    if (options.index && options.index > 0) {
+      read.index = String(options.index);
+      read.wait = `${options.waitMs}ms`;
+      timeoutMs += Math.ceil((options.waitMs * 17) / 16);
+    }
+    return this.call(operation, options, timeoutMs, (raw) => run({ ...read, ...raw }));
+  }
+
+  private readOptions(options: ReadOptions): RawReadOptions {
+    const read: RawReadOptions = {};
+    const dc = options.datacenter ?? this.settings.datacenter;
+    if (dc) read.dc = dc;
+    if (options.consistency === 'stale') read.stale = true;
+    if (options.consistency === 'consistent') read.consistent = true;
+    return read;
+  }
+
+  /**
+   * One request with a deadline, cancellable through `signal` and `close()`, retried once at once
+   * when a kept-alive socket turns out to be reset (the retry gets a fresh socket).
+   */
+  private async call<T>(
+    operation: string,
+    options: CallOptions,
+    timeoutMs: number,
+    run: (raw: RawCallOptions) => Promise<T>,
+  ): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new DiscoveryUnavailableError(closedMessage(operation), 'ECLOSED');
+      if (options.signal?.aborted)
+        throw new DiscoveryUnavailableError(abortedMessage(operation), 'EABORTED');
+      const ctx: CancelContext = new EventEmitter();
+      ctx.includeResponse = true;
+      const cancel = (): boolean => ctx.emit('cancel');
+      this.inflight.add(ctx);
+      options.signal?.addEventListener('abort', cancel, { once: true });
+      try {
+        return await run({ ctx, timeout: timeoutMs });
+      } catch (error) {
+        const mapped = this.mapError(operation, error as PapiError, timeoutMs);
+        const reset =
+          mapped instanceof DiscoveryUnavailableError && RESET_CODES.has(mapped.code ?? '');
+        if (attempt > 0 || !reset || this.closed || options.signal?.aborted) throw mapped;
+      } finally {
+        this.inflight.delete(ctx);
+        options.signal?.removeEventListener('abort', cancel);
+      }
+    }
+  }
+
+  private mapError(operation: string, error: PapiError, timeoutMs: number): Error {
+    if (error.isResponse && error.response?.statusCode) {
+      const body = error.response.body;
+      const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString() : '';
+      return new ConsulResponseError(
+        operation,
+        error.response.statusCode,
+        text.trim() || stripPrefix(error.message),
+      );
+    }
+    if (error.isTimeout) return new DiscoveryTimeoutError(operation, timeoutMs);
+    if (error.isAbort) return new DiscoveryUnavailableError(abortedMessage(operation), 'EABORTED');
+    const detail = stripPrefix(error.message ?? String(error));
+    const code = error.code ?? (/socket hang up/i.test(detail) ? 'ECONNRESET' : undefined);
+    return new DiscoveryUnavailableError(unreachableMessage(operation, this.target, detail), code);
+  }
+
+  private createClient(maxSockets: number): RawConsulClient {
+    const { host, port, secure, token } = this.settings;
+    const tls = secure
+      ? {
+          ca: readPem(this.settings.ca),
+          cert: readPem(this.settings.cert),
+          key: readPem(this.settings.key),
+        }
+      : {};
+    const agent = secure
+      ? new HttpsAgent({ keepAlive: true, maxSockets, ...tls })
+      : new HttpAgent({ keepAlive: true, maxSockets });
+    return new Consul({
+      host,
+      port,
+      secure,
+      agent,
+      defaults: token ? { token } : undefined,
+    }) as unknown as RawConsulClient;
+  }
+}
+
+function readPem(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  return PEM.test(value) ? value : readFileSync(value, 'utf8');
+}
+
+/** The client prefixes messages with `consul: <operation>: `; ours name the operation already. */
+function stripPrefix(message: string): string {
+  return message.replace(/^consul: [\w.]+: /, '');
+}
+
+function consulIndex(response: RawResponse): number {
+  const header = response.headers['x-consul-index'];
+  const index = Number(Array.isArray(header) ? header[0] : header);
+  return Number.isFinite(index) ? index : 0;
+}
+
+function toInstances(entries: RawHealthEntry[]): ServiceInstance[] {
+  return entries
+    .filter((entry) => entry.Checks.every((check) => check.Status === 'passing'))
+    .map((entry): ServiceInstance => {
+      const instance: ServiceInstance = {
+        serviceId: entry.Service.ID,
+        name: entry.Service.Service,
+        address: entry.Service.Address || entry.Node.Address,
+        port: entry.Service.Port,
+        tags: entry.Service.Tags ?? [],
+        meta: entry.Service.Meta ?? {},
+        node: entry.Node.Node,
+      };
+      if (entry.Node.Datacenter) instance.datacenter = entry.Node.Datacenter;
+      return instance;
+    })
+    .sort((a, b) => (a.serviceId < b.serviceId ? -1 : a.serviceId > b.serviceId ? 1 : 0));
+}

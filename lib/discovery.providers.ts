@@ -1,0 +1,27 @@
+import type { Provider } from '@nestjs/common';
+import { ConsulClient } from './consul/consul.client.js';
+import { ConsulDiscoveryProvider } from './consul/consul-discovery.provider.js';
+import { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discovery.constants.js';
+import { DISCOVERY_MODULE_OPTIONS } from './discovery.module-definition.js';
+import type { DiscoveryModuleOptions } from './settings/discovery-module-options.interface.js';
+import type { DiscoverySettings } from './settings/discovery.settings.js';
+import { createDiscoverySettings } from './settings/discovery-settings.factory.js';
+
+/** Validation happens here, so a bad setting fails app creation before any request. */
+export const discoverySettingsProvider: Provider = {
+  provide: DISCOVERY_SETTINGS,
+  useFactory: (options: DiscoveryModuleOptions) => createDiscoverySettings(options),
+  inject: [DISCOVERY_MODULE_OPTIONS],
+};
+
+/** No hooks of its own: `DiscoveryService` closes it last, after deregistering. */
+export const consulClientProvider: Provider = {
+  provide: CONSUL_CLIENT,
+  useFactory: (settings: DiscoverySettings) => new ConsulClient(settings.consul),
+  inject: [DISCOVERY_SETTINGS],
+};
+
+export const discoveryProvider: Provider = {
+  provide: DISCOVERY_PROVIDER,
+  useExisting: ConsulDiscoveryProvider,
+};

@@ -1,0 +1,22 @@
+import type { SettingsViolation } from './discovery-settings.error.js';
+
+export const invalidSettingsMessage = (subject: string, violations: SettingsViolation[]): string =>
+  `Invalid ${subject}: ${violations.flatMap((v) => v.reasons).join('; ')}`;
+
+export const timeoutMessage = (operation: string, timeoutMs: number): string =>
+  `Consul ${operation} timed out after ${timeoutMs} ms`;
+
+export const consulResponseMessage = (operation: string, status: number, text: string): string =>
+  `Consul ${operation} failed with HTTP ${status}: ${text || 'no message'}`;
+
+export const unreachableMessage = (operation: string, target: string, detail: string): string =>
+  `Consul ${operation} failed: agent at ${target} is unreachable (${detail})`;
+
+export const abortedMessage = (operation: string): string =>
+  `Consul ${operation} was aborted because the client is shutting down`;
+
+export const closedMessage = (operation: string): string =>
+  `Consul ${operation} refused: the Consul client is closed`;
+
+export const selfNotConfiguredMessage = (): string =>
+  'service.name and service.port are required to register this instance';

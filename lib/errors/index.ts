@@ -1,0 +1,5 @@
+export * from './discovery.error.js';
+export * from './discovery-settings.error.js';
+export * from './discovery-unavailable.error.js';
+export * from './discovery-timeout.error.js';
+export * from './consul-response.error.js';

@@ -1,0 +1,2 @@
+export * from './discovery.settings.js';
+export * from './discovery-module-options.interface.js';

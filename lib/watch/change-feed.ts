@@ -1,0 +1,128 @@
+import { Logger } from '@nestjs/common';
+import type { ConsulClient } from '../consul/consul.client.js';
+import type { IndexedResult, RawHealthCheck } from '../consul/consul.types.js';
+import { abortableDelay } from '../resilience/abortable-delay.js';
+import { backoffDelay } from '../resilience/backoff.js';
+import { TokenBucket } from '../resilience/token-bucket.js';
+import { nextIndex, type ServiceWatch, type ServiceWatchOptions } from './service-watch.js';
+
+type Fingerprints = Map<string, string>;
+type FeedRead = (index: number, signal: AbortSignal) => Promise<IndexedResult<Fingerprints>>;
+
+/**
+ * The shared change feed for names beyond `watch.maxLongPolls`: two blocking queries
+ * (`/v1/health/state/any` and `/v1/catalog/services`) per datacenter, however many names. Only
+ * the watches whose name shows a change are re-read.
+ */
+export class ChangeFeed {
+  private readonly logger = new Logger(ChangeFeed.name);
+  private readonly watches = new Set<ServiceWatch>();
+  private readonly abort = new AbortController();
+  private done: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly client: ConsulClient,
+    private readonly datacenter: string | undefined,
+    private readonly options: ServiceWatchOptions,
+  ) {}
+
+  get size(): number {
+    return this.watches.size;
+  }
+
+  add(watch: ServiceWatch): void {
+    this.watches.add(watch);
+    if (this.watches.size === 1) {
+      this.done = Promise.all([
+        this.follow('health.state', (index, signal) => this.readChecks(index, signal)),
+        this.follow('catalog.services', (index, signal) => this.readNames(index, signal)),
+      ]);
+    }
+    void watch.refresh();
+  }
+
+  remove(watch: ServiceWatch): void {
+    this.watches.delete(watch);
+  }
+
+  stop(): Promise<unknown> {
+    this.abort.abort();
+    return this.done;
+  }
+
+  private async follow(what: string, read: FeedRead): Promise<void> {
+    const signal = this.abort.signal;
+    const bucket = new TokenBucket(this.options.rateLimit.perSecond, this.options.rateLimit.burst);
+    let index = 0;
+    let failures = 0;
+    let previous: Fingerprints | undefined;
+    while (!signal.aborted) {
+      if (!(await bucket.take(signal))) return;
+      try {
+        const result = await read(index, signal);
+        index = nextIndex(index, result.index);
+        failures = 0;
+        this.refreshChanged(previous, result.value);
+        previous = result.value;
+      } catch (error) {
+        if (signal.aborted) return;
+        this.logger.warn(`Change feed (${what}) failed: ${(error as Error).message}`);
+        for (const watch of this.watches) watch.markStale(error);
+        index = 0;
+        previous = undefined; // after recovery every name is re-read once
+        if (!(await abortableDelay(backoffDelay(failures++, this.options.backoff), signal))) return;
+      }
+    }
+  }
+
+  private refreshChanged(previous: Fingerprints | undefined, current: Fingerprints): void {
+    for (const watch of this.watches) {
+      const changed =
+        !previous ||
+        previous.get(watch.name) !== current.get(watch.name) ||
+        previous.get('') !== current.get(''); // node checks affect every service on the node
+      if (changed) void watch.refresh();
+    }
+  }
+
+  private async readChecks(
+    index: number,
+    signal: AbortSignal,
+  ): Promise<IndexedResult<Fingerprints>> {
+    const result = await this.client.watchCheckStates(this.readOptions(index, signal));
+    const byName = new Map<string, string[]>();
+    for (const check of result.value) {
+      const list = byName.get(check.ServiceName) ?? [];
+      list.push(checkFingerprint(check));
+      byName.set(check.ServiceName, list);
+    }
+    const value: Fingerprints = new Map();
+    for (const [name, list] of byName) value.set(name, list.sort().join('|'));
+    return { value, index: result.index };
+  }
+
+  private async readNames(
+    index: number,
+    signal: AbortSignal,
+  ): Promise<IndexedResult<Fingerprints>> {
+    const result = await this.client.watchServiceNames(this.readOptions(index, signal));
+    const value: Fingerprints = new Map(
+      Object.entries(result.value).map(([name, tags]) => [name, JSON.stringify(tags ?? [])]),
+    );
+    return { value, index: result.index };
+  }
+
+  private readOptions(index: number, signal: AbortSignal) {
+    return {
+      datacenter: this.datacenter,
+      consistency: this.options.consistency,
+      index,
+      waitMs: this.options.waitMs,
+      signal,
+    };
+  }
+}
+
+function checkFingerprint(check: RawHealthCheck): string {
+  return `${check.Node}/${check.ServiceID}/${check.CheckID}/${check.Status}`;
+}
