@@ -1,0 +1,228 @@
+import { hostname } from 'node:os';
+import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
+import type { DiscoveryModuleOptions } from './discovery-module-options.interface.js';
+import { createDiscoverySettings } from './discovery-settings.factory.js';
+
+const service = { name: 'orders', port: 3000, address: '127.0.0.1' };
+const valid = (extra: Record<string, unknown> = {}): DiscoveryModuleOptions =>
+  ({ service, ...extra }) as DiscoveryModuleOptions;
+
+function violationOf(options: unknown, env: NodeJS.ProcessEnv = {}): DiscoverySettingsError {
+  try {
+    createDiscoverySettings(options as DiscoveryModuleOptions, env);
+  } catch (error) {
+    if (error instanceof DiscoverySettingsError) return error;
+    throw error;
+  }
+  throw new Error('expected a DiscoverySettingsError');
+}
+
+describe('createDiscoverySettings', () => {
+  it('merges every default', () => {
+    const s = createDiscoverySettings(valid(), {});
+    expect(s.enabled).toBe(true);
+    expect(s.autoRegister).toBe(true);
+    expect(s.consul).toMatchObject({
+      host: '127.0.0.1',
+      port: 8500,
+      secure: false,
+      timeoutMs: 5000,
+      maxSockets: 32,
+    });
+    expect(s.consul.token).toBeUndefined();
+    expect(s.service).toMatchObject({
+      name: 'orders',
+      id: `orders-${hostname()}-3000`,
+      address: '127.0.0.1',
+      port: 3000,
+      tags: [],
+      meta: {},
+    });
+    expect(s.healthCheck).toEqual({ ttl: '10s', deregisterCriticalServiceAfter: '1m' });
+    expect(s.heartbeat.intervalRatio).toBeCloseTo(1 / 3);
+    expect(s.retry).toEqual({
+      maxAttempts: 6,
+      initialDelayMs: 200,
+      maxDelayMs: 5000,
+      failFast: false,
+    });
+    expect(s.shutdownTimeoutMs).toBe(3000);
+    expect(s.watch).toMatchObject({
+      waitTime: '60s',
+      consistency: 'default',
+      rateLimit: { perSecond: 20, burst: 10 },
+      maxLongPolls: 64,
+      services: [],
+    });
+  });
+
+  it('merges per field and keeps the given values', () => {
+    const s = createDiscoverySettings(
+      valid({ retry: { maxAttempts: 2 }, watch: { rateLimit: { burst: 3 } } }),
+      {},
+    );
+    expect(s.retry).toEqual({
+      maxAttempts: 2,
+      initialDelayMs: 200,
+      maxDelayMs: 5000,
+      failFast: false,
+    });
+    expect(s.watch.rateLimit).toEqual({ perSecond: 20, burst: 3 });
+  });
+
+  it('replaces the default check as a whole and fills interval/timeout defaults', () => {
+    const s = createDiscoverySettings(
+      valid({ healthCheck: { http: 'http://127.0.0.1:3000/health' } }),
+      {},
+    );
+    expect(s.healthCheck).toEqual({
+      http: 'http://127.0.0.1:3000/health',
+      interval: '10s',
+      timeout: '5s',
+    });
+  });
+
+  it('reads Consul env conventions as defaults', () => {
+    const s = createDiscoverySettings(valid(), {
+      CONSUL_HTTP_ADDR: 'https://127.0.0.9:8501',
+      CONSUL_HTTP_TOKEN: 'secret-token',
+    });
+    expect(s.consul).toMatchObject({
+      host: '127.0.0.9',
+      port: 8501,
+      secure: true,
+      token: 'secret-token',
+    });
+    const plain = createDiscoverySettings(valid(), {
+      CONSUL_HTTP_ADDR: '127.0.0.7:9500',
+      CONSUL_HTTP_SSL: 'true',
+    });
+    expect(plain.consul).toMatchObject({ host: '127.0.0.7', port: 9500, secure: true });
+    const explicit = createDiscoverySettings(valid({ consul: { port: 1234 } }), {
+      CONSUL_HTTP_ADDR: '127.0.0.7:9500',
+    });
+    expect(explicit.consul).toMatchObject({ host: '127.0.0.7', port: 1234 });
+  });
+
+  it('omits the address with preferAgentAddress and picks an IPv4 otherwise', () => {
+    const agent = createDiscoverySettings(
+      { service: { name: 'a', port: 1, preferAgentAddress: true } },
+      {},
+    );
+    expect(agent.service.address).toBeUndefined();
+    const own = createDiscoverySettings({ service: { name: 'a', port: 1 } }, {});
+    expect(own.service.address).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+  });
+
+  it('needs no service when autoRegister or enabled is false', () => {
+    expect(createDiscoverySettings({ autoRegister: false }, {}).service.name).toBeUndefined();
+    expect(createDiscoverySettings({ enabled: false }, {}).enabled).toBe(false);
+  });
+
+  it('copies tags and meta so later mutation does not leak in', () => {
+    const tags = ['a'];
+    const meta = { k: 'v' };
+    const s = createDiscoverySettings({ service: { ...service, tags, meta } }, {});
+    tags.push('b');
+    meta.k = 'changed';
+    expect(s.service.tags).toEqual(['a']);
+    expect(s.service.meta).toEqual({ k: 'v' });
+  });
+
+  const cases: [string, unknown, string][] = [
+    ['port 0', { service: { ...service, port: 0 } }, 'service.port'],
+    ['port 70000', { service: { ...service, port: 70000 } }, 'service.port'],
+    ['port "abc"', { service: { ...service, port: 'abc' } }, 'service.port'],
+    ['port 3.5', { service: { ...service, port: 3.5 } }, 'service.port'],
+    ['missing port', { service: { name: 'orders' } }, 'service.port'],
+    ['missing name', { service: { port: 1 } }, 'service.name'],
+    ['empty name', { service: { ...service, name: '' } }, 'service.name'],
+    ['name with a space', { service: { ...service, name: 'my service' } }, 'service.name'],
+    ['name with a slash', { service: { ...service, name: 'a/b' } }, 'service.name'],
+    ['name of 64 chars', { service: { ...service, name: 'a'.repeat(64) } }, 'service.name'],
+    ['unicode name', { service: { ...service, name: 'zürich' } }, 'service.name'],
+    ['bad id', { service: { ...service, id: '-x' } }, 'service.id'],
+    ['bad address', { service: { ...service, address: 'not an address!' } }, 'service.address'],
+    ['tag not a string', { service: { ...service, tags: [1] } }, 'service.tags'],
+    ['empty tag', { service: { ...service, tags: [''] } }, 'service.tags'],
+    ['tags not an array', { service: { ...service, tags: 'a,b' } }, 'service.tags'],
+    ['meta value not a string', { service: { ...service, meta: { a: 1 } } }, 'service.meta'],
+    [
+      'meta __proto__ key',
+      { service: { ...service, meta: JSON.parse('{"__proto__":"x"}') } },
+      'service.meta',
+    ],
+    ['bad ttl', { ...valid(), healthCheck: { ttl: 'abc' } }, 'healthCheck.ttl'],
+    ['negative ttl', { ...valid(), healthCheck: { ttl: '-1s' } }, 'healthCheck.ttl'],
+    ['ttl in years', { ...valid(), healthCheck: { ttl: '1y' } }, 'healthCheck.ttl'],
+    ['zero ttl', { ...valid(), healthCheck: { ttl: '0s' } }, 'healthCheck.ttl'],
+    ['unknown check shape', { ...valid(), healthCheck: { grpc: '127.0.0.1:1' } }, 'healthCheck'],
+    [
+      'two check kinds',
+      { ...valid(), healthCheck: { ttl: '1s', tcp: '127.0.0.1:1' } },
+      'healthCheck',
+    ],
+    ['http check not a URL', { ...valid(), healthCheck: { http: 'nope' } }, 'healthCheck.http'],
+    [
+      'tcp check without port',
+      { ...valid(), healthCheck: { tcp: '127.0.0.1' } },
+      'healthCheck.tcp',
+    ],
+    [
+      'unknown key in check',
+      { ...valid(), healthCheck: { ttl: '1s', interval: '1s' } },
+      'healthCheck.interval',
+    ],
+    ['negative timeoutMs', { ...valid(), consul: { timeoutMs: -1 } }, 'consul.timeoutMs'],
+    ['consul port "x"', { ...valid(), consul: { port: 'x' } }, 'consul.port'],
+    ['consul host with a slash', { ...valid(), consul: { host: 'a/b' } }, 'consul.host'],
+    ['negative shutdownTimeoutMs', { ...valid(), shutdownTimeoutMs: -5 }, 'shutdownTimeoutMs'],
+    ['retry attempts 0', { ...valid(), retry: { maxAttempts: 0 } }, 'retry.maxAttempts'],
+    [
+      'maxDelay below initialDelay',
+      { ...valid(), retry: { initialDelayMs: 500, maxDelayMs: 10 } },
+      'retry.maxDelayMs',
+    ],
+    ['intervalRatio 1', { ...valid(), heartbeat: { intervalRatio: 1 } }, 'heartbeat.intervalRatio'],
+    ['bad consistency', { ...valid(), watch: { consistency: 'eventual' } }, 'watch.consistency'],
+    ['bad waitTime', { ...valid(), watch: { waitTime: '5 minutes' } }, 'watch.waitTime'],
+    [
+      'rate limit 0',
+      { ...valid(), watch: { rateLimit: { perSecond: 0 } } },
+      'watch.rateLimit.perSecond',
+    ],
+    ['bad watched name', { ...valid(), watch: { services: ['a b'] } }, 'watch.services'],
+    ['typo in a key', { ...valid(), servce: {} }, 'servce'],
+    ['service not an object', { service: 'orders' }, 'service'],
+    ['enabled "yes"', { ...valid(), enabled: 'yes' }, 'enabled'],
+    ['ca file missing', { ...valid(), consul: { ca: '/nonexistent/ca.pem' } }, 'consul.ca'],
+    [
+      'cert without key',
+      { ...valid(), consul: { cert: '-----BEGIN CERTIFICATE-----' } },
+      'consul.cert',
+    ],
+  ];
+
+  it.each(cases)('rejects %s naming the path', (_label, options, path) => {
+    const error = violationOf(options);
+    expect(error.paths).toContain(path);
+    expect(error.message).toContain(path);
+  });
+
+  it('lists every bad path at once, in a readable message', () => {
+    const error = violationOf({ service: { name: '', port: 70000 }, consul: { timeoutMs: -1 } });
+    expect(error.paths).toEqual(
+      expect.arrayContaining(['service.name', 'service.port', 'consul.timeoutMs']),
+    );
+    expect(error.message).toContain('service.port must not be greater than 65535');
+  });
+
+  it('never puts the token in a message', () => {
+    const token = 'super-secret-token-value';
+    const error = violationOf({ ...valid(), consul: { token, port: 0 } });
+    expect(error.message).not.toContain(token);
+    const notString = violationOf({ ...valid(), consul: { token: { value: token } } });
+    expect(notString.paths).toContain('consul.token');
+    expect(notString.message).not.toContain(token);
+  });
+});
