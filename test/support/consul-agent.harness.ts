@@ -1,0 +1,386 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { consulApi, type ConsulApi } from './consul-api.harness.js';
+import { freePort } from './counting-proxy.harness.js';
+import { delay, waitFor } from './wait-for.harness.js';
+
+export interface ConsulAgentOptions {
+  /** ACL enabled, default policy deny, this master token (1.8 key `acl.tokens.master`). */
+  acl?: { masterToken: string };
+  /** Adds an HTTPS port next to the plain HTTP one. */
+  tls?: { caFile: string; certFile: string; keyFile: string; verifyIncoming?: boolean };
+  extraArgs?: string[];
+  /** Loopback IP for bind and client addresses; default 127.0.0.1. */
+  bind?: string;
+  /** Bound on "has a leader and its node in the catalog"; default 15 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface ConsulAgent {
+  readonly bin: string;
+  readonly bind: string;
+  readonly httpPort: number;
+  /** 'IP:PORT', the CONSUL_HTTP_ADDR form. */
+  readonly httpAddr: string;
+  /** 'http://IP:PORT' */
+  readonly baseUrl: string;
+  readonly httpsPort?: number;
+  readonly httpsAddr?: string;
+  readonly httpsBaseUrl?: string;
+  readonly serverPort: number;
+  readonly serfLanPort: number;
+  readonly masterToken?: string;
+  /** Pid of the running agent process, undefined while stopped. */
+  readonly pid: number | undefined;
+  /** Raw API on this agent; the token defaults to the ACL master token, if any. */
+  api(token?: string): ConsulApi;
+  /** Starts again on the same ports after stop()/kill(); no-op while running. */
+  start(): Promise<void>;
+  /** SIGTERM, SIGKILL after 2 s; resolves once the process has exited. */
+  stop(): Promise<void>;
+  /** SIGKILL; resolves once the process has exited. */
+  kill(): Promise<void>;
+  /** kill() then start() on the same ports (a dev agent comes back empty). */
+  restart(): Promise<void>;
+  /** Everything the agent printed, across restarts (last ~1 MB). */
+  logs(): string;
+}
+
+const STOP_GRACE_MS = 2_000;
+const FRESH_PORT_ATTEMPTS = 5;
+const SAME_PORT_RETRY_MS = 10_000;
+const LOG_CAP = 1 << 20;
+
+let cachedBin: string | undefined;
+
+/** Path of the Consul binary from scripts/consul.sh (which honours CONSUL_BIN); run once. */
+export function consulBinary(): string {
+  if (cachedBin === undefined) {
+    const script = fileURLToPath(new URL('../../scripts/consul.sh', import.meta.url));
+    try {
+      cachedBin = execFileSync('bash', [script], { encoding: 'utf8', stdio: 'pipe' }).trim();
+    } catch (error) {
+      const stderr = (error as { stderr?: string }).stderr ?? '';
+      throw new Error(`scripts/consul.sh found no Consul binary:\n${stderr}`, { cause: error });
+    }
+  }
+  return cachedBin;
+}
+
+const agents = new Set<ConsulAgentProcess>();
+const processes = new Set<ChildProcess>();
+
+/** Kills every agent started through this module (dev agents keep nothing worth a graceful stop). */
+export async function stopAllAgents(): Promise<void> {
+  await Promise.all([...agents].map((agent) => agent.kill()));
+}
+
+// Last resort outside Jest. Inside Jest `process` is a sandbox copy whose 'exit' never fires,
+// which is why every agent also gets a watchdog (see spawnWatchdog) and afterAll below.
+process.on('exit', () => {
+  for (const child of processes) child.kill('SIGKILL');
+});
+try {
+  if (typeof afterAll === 'function') afterAll(stopAllAgents);
+} catch {
+  // Imported from inside a running test (dynamic import): hooks can't be added there.
+}
+
+export async function startConsulAgent(options: ConsulAgentOptions = {}): Promise<ConsulAgent> {
+  const bin = consulBinary();
+  const bind = options.bind ?? '127.0.0.1';
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= FRESH_PORT_ATTEMPTS; attempt++) {
+    const agent = new ConsulAgentProcess(bin, bind, await pickPorts(bind, !!options.tls), options);
+    agents.add(agent); // before launch: stopAllAgents must also reach an agent still starting
+    try {
+      await agent.launch();
+      return agent;
+    } catch (error) {
+      agents.delete(agent);
+      // Another process took a port between freePort() and the agent's bind: new ports.
+      if (!(error instanceof AddressInUseError)) throw error;
+      lastError = error;
+    }
+  }
+  throw new Error(`Consul agent: ports kept clashing after ${FRESH_PORT_ATTEMPTS} attempts`, {
+    cause: lastError,
+  });
+}
+
+interface Ports {
+  http: number;
+  server: number;
+  serfLan: number;
+  https?: number;
+}
+
+async function pickPorts(bind: string, https: boolean): Promise<Ports> {
+  const taken = new Set<number>();
+  const next = async (): Promise<number> => {
+    for (;;) {
+      const port = await freePort(bind);
+      if (!taken.has(port)) {
+        taken.add(port);
+        return port;
+      }
+    }
+  };
+  return {
+    http: await next(),
+    server: await next(),
+    serfLan: await next(),
+    https: https ? await next() : undefined,
+  };
+}
+
+class AddressInUseError extends Error {}
+
+interface Run {
+  child: ChildProcess;
+  closed: Promise<void>;
+}
+
+class ConsulAgentProcess implements ConsulAgent {
+  private run: Run | undefined;
+  private log = '';
+
+  constructor(
+    readonly bin: string,
+    readonly bind: string,
+    private readonly ports: Ports,
+    private readonly options: ConsulAgentOptions,
+  ) {}
+
+  get httpPort(): number {
+    return this.ports.http;
+  }
+  get httpAddr(): string {
+    return `${this.bind}:${this.ports.http}`;
+  }
+  get baseUrl(): string {
+    return `http://${this.httpAddr}`;
+  }
+  get httpsPort(): number | undefined {
+    return this.ports.https;
+  }
+  get httpsAddr(): string | undefined {
+    return this.ports.https === undefined ? undefined : `${this.bind}:${this.ports.https}`;
+  }
+  get httpsBaseUrl(): string | undefined {
+    return this.httpsAddr === undefined ? undefined : `https://${this.httpsAddr}`;
+  }
+  get serverPort(): number {
+    return this.ports.server;
+  }
+  get serfLanPort(): number {
+    return this.ports.serfLan;
+  }
+  get masterToken(): string | undefined {
+    return this.options.acl?.masterToken;
+  }
+  get pid(): number | undefined {
+    return this.run?.child.pid;
+  }
+
+  api(token = this.masterToken): ConsulApi {
+    return consulApi(this.baseUrl, token);
+  }
+
+  logs(): string {
+    return this.log;
+  }
+
+  async start(): Promise<void> {
+    if (this.run) return;
+    // The old process's ports are usually free at once, but not always (CONSUL.md): retry.
+    const deadline = Date.now() + SAME_PORT_RETRY_MS;
+    for (let wait = 50; ; wait = Math.min(wait * 2, 500)) {
+      try {
+        await this.launch();
+        return;
+      } catch (error) {
+        if (!(error instanceof AddressInUseError) || Date.now() + wait > deadline) throw error;
+        await delay(wait);
+      }
+    }
+  }
+
+  stop(): Promise<void> {
+    return this.terminate('SIGTERM');
+  }
+
+  kill(): Promise<void> {
+    return this.terminate('SIGKILL');
+  }
+
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.start();
+  }
+
+  /** One spawn; resolves when ready, else kills what it spawned and rejects. */
+  async launch(): Promise<void> {
+    const child = spawn(this.bin, this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let launchLog = '';
+    const onData = (chunk: Buffer): void => {
+      const text = chunk.toString('utf8');
+      launchLog += text;
+      this.append(text);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    let spawnError: Error | undefined;
+    // 'close' (not 'exit'): the last log lines, such as "address already in use", are read by then.
+    const closed = new Promise<void>((resolve) => {
+      child.once('close', () => resolve());
+      child.on('error', (error) => {
+        spawnError ??= error;
+        resolve();
+      });
+    });
+    processes.add(child);
+    this.run = { child, closed }; // set now, so stop()/kill() also reach an agent still starting
+    const watchdog = spawnWatchdog(child);
+    void closed.then(() => {
+      processes.delete(child);
+      watchdog?.kill('SIGKILL');
+      if (this.run?.child === child) this.run = undefined; // died on its own
+    });
+    // A forgotten agent must not keep Jest's worker alive; the watchdog reaps it instead.
+    child.unref();
+    for (const stream of [child.stdout, child.stderr]) (stream as net.Socket | null)?.unref();
+
+    const exitedEarly = new AbortController();
+    void closed.then(() => exitedEarly.abort(new Error('agent exited')));
+    const readyTimeoutMs = this.options.readyTimeoutMs ?? 15_000;
+    try {
+      await waitFor(() => this.probeReady(), {
+        timeoutMs: readyTimeoutMs,
+        message: `Consul agent on ${this.httpAddr} has no leader and node yet`,
+        signal: exitedEarly.signal,
+      });
+    } catch (error) {
+      if (exitedEarly.signal.aborted) {
+        if (/address already in use/i.test(launchLog)) {
+          throw new AddressInUseError(`Consul agent: address already in use\n${tail(launchLog)}`, {
+            cause: error,
+          });
+        }
+        const how = spawnError
+          ? `failed to spawn ${this.bin}: ${spawnError.message}`
+          : `exited at start (code ${child.exitCode}, signal ${child.signalCode})`;
+        throw new Error(
+          `Consul agent on ${this.httpAddr} ${how}\n--- agent log tail ---\n${tail(launchLog)}`,
+          { cause: error },
+        );
+      }
+      child.kill('SIGKILL');
+      await closed;
+      throw new Error(
+        `Consul agent not ready within ${readyTimeoutMs} ms: ${(error as Error).message}\n` +
+          `--- agent log tail ---\n${tail(launchLog)}`,
+        { cause: error },
+      );
+    }
+  }
+
+  private args(): string[] {
+    const { acl, tls, extraArgs = [] } = this.options;
+    const hcl: string[] = [];
+    if (acl) {
+      const token = JSON.stringify(acl.masterToken);
+      // tokens.agent too, else the agent's own node sync logs "blocked by ACLs" forever.
+      hcl.push(
+        `acl { enabled = true  default_policy = "deny"  tokens { master = ${token}  agent = ${token} } }`,
+      );
+    }
+    if (tls) {
+      hcl.push(
+        `ports { https = ${this.ports.https} }`,
+        `ca_file = ${JSON.stringify(tls.caFile)}`,
+        `cert_file = ${JSON.stringify(tls.certFile)}`,
+        `key_file = ${JSON.stringify(tls.keyFile)}`,
+        `verify_incoming = ${tls.verifyIncoming ? 'true' : 'false'}`,
+      );
+    }
+    return [
+      'agent', '-dev', '-bind', this.bind, '-client', this.bind,
+      '-http-port', String(this.ports.http), '-dns-port', '-1', '-grpc-port', '-1',
+      '-server-port', String(this.ports.server), '-serf-lan-port', String(this.ports.serfLan),
+      '-serf-wan-port', '-1',
+      ...hcl.flatMap((fragment) => ['-hcl', fragment]),
+      ...extraArgs,
+    ]; // prettier-ignore
+  }
+
+  private async probeReady(): Promise<boolean> {
+    const headers: Record<string, string> = {};
+    if (this.masterToken) headers['X-Consul-Token'] = this.masterToken;
+    const get = async (path: string): Promise<unknown> => {
+      const res = await fetch(`${this.baseUrl}${path}`, {
+        headers,
+        signal: AbortSignal.timeout(2_000),
+      });
+      return res.json();
+    };
+    if ((await get('/v1/status/leader')) !== `${this.bind}:${this.ports.server}`) return false;
+    // With ACLs this list is filtered until the master token exists, so it also proves that.
+    const nodes = await get('/v1/catalog/nodes');
+    if (!Array.isArray(nodes) || nodes.length === 0) return false;
+    if (this.ports.https !== undefined) await tcpConnect(this.bind, this.ports.https);
+    return true;
+  }
+
+  private async terminate(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+    const run = this.run;
+    if (!run) return;
+    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill(signal);
+    const escalate =
+      signal === 'SIGTERM' ? setTimeout(() => run.child.kill('SIGKILL'), STOP_GRACE_MS) : undefined;
+    await run.closed;
+    clearTimeout(escalate);
+    if (this.run === run) this.run = undefined;
+  }
+
+  private append(text: string): void {
+    this.log += text;
+    if (this.log.length > LOG_CAP * 2) this.log = this.log.slice(-LOG_CAP);
+  }
+}
+
+/**
+ * A `sh` that SIGKILLs the agent when its stdin pipe from us closes, i.e. when this process
+ * dies in any way (a Jest worker killed after a timeout runs no exit handlers).
+ */
+function spawnWatchdog(child: ChildProcess): ChildProcess | undefined {
+  if (child.pid === undefined) return undefined;
+  const watchdog = spawn(
+    'sh',
+    ['-c', 'read _; kill -9 "$1" 2>/dev/null', 'consul-watchdog', String(child.pid)],
+    {
+      stdio: ['pipe', 'ignore', 'ignore'],
+    },
+  );
+  watchdog.on('error', () => undefined); // best effort
+  watchdog.unref();
+  (watchdog.stdin as net.Socket | null)?.unref();
+  return watchdog;
+}
+
+function tcpConnect(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    socket.setTimeout(2_000, () => socket.destroy(new Error(`connect ${host}:${port} timed out`)));
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('error', reject);
+  });
+}
+
+function tail(log: string, lines = 40): string {
+  return log.trimEnd().split('\n').slice(-lines).join('\n');
+}
