@@ -51,7 +51,8 @@ export interface RawResponse {
 export interface RawHealthCheck {
   Node: string;
   CheckID: string;
-  Status: 'passing' | 'warning' | 'critical' | 'maintenance' | string;
+  /** `passing`, `warning`, `critical` or `maintenance`. */
+  Status: string;
   ServiceID: string;
   ServiceName: string;
   ModifyIndex?: number;
