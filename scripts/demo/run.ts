@@ -1,0 +1,276 @@
+/**
+ * `npm run demo`: three instances of an example service register in Consul, a fourth app
+ * discovers them, one instance is stopped with SIGTERM and disappears, then everything the
+ * demo started is stopped again. Uses the agent at CONSUL_HTTP_ADDR when one answers, else
+ * starts a throw-away dev agent on free loopback ports.
+ */
+import 'reflect-metadata';
+import type { ChildProcess } from 'node:child_process';
+import type { INestApplicationContext } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { ServiceInstance } from '@athomic/discovery';
+
+import { DirectoryModule, DirectoryService } from './directory.module.js';
+import {
+  consulBinary,
+  leaderOf,
+  startDevAgent,
+  stopAgent,
+  targetFromEnv,
+  waitForLeader,
+  type ConsulTarget,
+  type RunningAgent,
+} from './support/agent.js';
+import { describeExit, InstanceProcess, type ReadyMessage } from './support/children.js';
+import { getJson } from './support/http.js';
+import { DemoLogger } from './support/logger.js';
+import { info, step, table, totalSeconds, warn } from './support/output.js';
+import { errorMessage, pollUntil, withDeadline } from './support/poll.js';
+import { freeLoopbackPorts } from './support/ports.js';
+
+const SERVICE = 'orders';
+const ZONES = ['a', 'b', 'c'];
+const logger = new DemoLogger((line) => info(`│ directory: ${line}`));
+
+/** Everything the demo started, so that any failure can still stop it. */
+const started: {
+  /** The dev agent, from the moment it is spawned (not only once it has a leader). */
+  agentProcess?: ChildProcess;
+  instances: InstanceProcess[];
+  app?: INestApplicationContext;
+} = { instances: [] };
+
+async function useOrStartAgent(): Promise<RunningAgent> {
+  const wanted = targetFromEnv(process.env);
+  const source = process.env.CONSUL_HTTP_ADDR ? 'CONSUL_HTTP_ADDR' : 'the default address';
+  try {
+    await leaderOf(wanted);
+    const leader = await waitForLeader(wanted, 10_000);
+    info(`using the agent at ${wanted.url} (${source}); leader ${leader}`);
+    return { target: wanted, leader };
+  } catch (error) {
+    info(`no agent answers at ${wanted.url} (${source}): ${errorMessage(error)}`);
+  }
+  const binary = await consulBinary();
+  info(`starting a dev agent: ${binary.version} (${binary.path})`);
+  const agent = await startDevAgent(binary.path, {
+    onSpawn: (child) => (started.agentProcess = child),
+    onRetry: (reason) => warn(reason),
+  });
+  info(`dev agent pid ${agent.process?.pid} on ${agent.target.url}; leader ${agent.leader}`);
+  return agent;
+}
+
+function consulEnv(target: ConsulTarget): NodeJS.ProcessEnv {
+  return {
+    DEMO_CONSUL_HOST: target.host,
+    DEMO_CONSUL_PORT: String(target.port),
+    DEMO_CONSUL_SECURE: String(target.secure),
+  };
+}
+
+/** Starts instance `n`; a port taken between picking and binding it gets a new port. */
+async function startInstance(
+  n: number,
+  target: ConsulTarget,
+): Promise<{ process: InstanceProcess; ready: ReadyMessage }> {
+  const label = `${SERVICE}-${n}`;
+  for (let attempt = 1; ; attempt++) {
+    const [port] = await freeLoopbackPorts(1);
+    if (aborting) throw new Error('aborted');
+    const child = InstanceProcess.start(new URL('./orders.main.js', import.meta.url), label, {
+      ...process.env,
+      ...consulEnv(target),
+      ORDERS_INSTANCE: String(n),
+      ORDERS_PORT: String(port),
+      ORDERS_ZONE: ZONES[(n - 1) % ZONES.length],
+    });
+    started.instances.push(child);
+    try {
+      return { process: child, ready: await child.ready(30_000) };
+    } catch (error) {
+      if (/EADDRINUSE/.test(child.output) && attempt < 3) {
+        warn(`${label}: port ${port} was taken; retrying on a new port`);
+        continue;
+      }
+      throw new Error(`${label} did not start: ${errorMessage(error)}`, { cause: error });
+    }
+  }
+}
+
+function printInstances(instances: ServiceInstance[]): void {
+  table(
+    ['serviceId', 'address:port', 'tags', 'node'],
+    instances.map((i) => [i.serviceId, `${i.address}:${i.port}`, i.tags.join(','), i.node]),
+  );
+}
+
+async function main(): Promise<void> {
+  step('Consul');
+  const agent = await useOrStartAgent();
+  Object.assign(process.env, consulEnv(agent.target));
+
+  step(`Starting 3 instances of "${SERVICE}" (separate Node processes, Nest HTTP apps)`);
+  const instances = await Promise.all([1, 2, 3].map((n) => startInstance(n, agent.target)));
+  for (const { ready } of instances) {
+    info(`${ready.serviceId}: pid ${ready.pid}, listening on ${ready.address}:${ready.port}`);
+  }
+
+  step('Starting the directory app (DirectoryService injects DISCOVERY_PROVIDER)');
+  const app = await NestFactory.createApplicationContext(DirectoryModule, { logger });
+  started.app = app;
+  if (aborting) throw new Error('aborted');
+  const directory = app.get(DirectoryService);
+  const ids = instances.map((i) => i.ready.serviceId);
+
+  step(`discover('${SERVICE}')`);
+  const found = await pollUntil(`all of ${ids.join(', ')} to be discovered`, 10_000, async () => {
+    const list = await directory.instancesOf(SERVICE);
+    return ids.every((id) => list.some((i) => i.serviceId === id)) ? list : undefined;
+  });
+  printInstances(found);
+  const answers = await Promise.all(
+    found
+      .filter((i) => ids.includes(i.serviceId))
+      .map(async (i) => {
+        const body = (await getJson(`http://${i.address}:${i.port}/`, 2_000)) as {
+          serviceId?: string;
+        };
+        if (body.serviceId !== i.serviceId) {
+          throw new Error(
+            `${i.address}:${i.port} answered as ${body.serviceId}, not ${i.serviceId}`,
+          );
+        }
+        return i.serviceId;
+      }),
+  );
+  info(`each discovered address answers as itself: ${answers.join(', ')}`);
+
+  const victim = instances[1];
+  const victimId = victim.ready.serviceId;
+  step(`Stopping ${victimId} (pid ${victim.ready.pid}) with SIGTERM`);
+  const t0 = Date.now();
+  const exit = await victim.process.stop(15_000);
+  info(`${victimId} exited (${describeExit(exit)}) ${Date.now() - t0} ms after SIGTERM`);
+  if (exit.code !== null && exit.code !== 0) {
+    throw new Error(`${victimId} exited with code ${exit.code}:\n${victim.process.output}`);
+  }
+
+  step(`discover('${SERVICE}') again`);
+  const first = await directory.instancesOf(SERVICE);
+  let after = first;
+  if (first.some((i) => i.serviceId === victimId)) {
+    warn(`${victimId} was still listed right after its process exited; waiting for Consul`);
+    after = await pollUntil(`${victimId} to leave Consul`, 10_000, async () => {
+      const list = await directory.instancesOf(SERVICE);
+      return list.some((i) => i.serviceId === victimId) ? undefined : list;
+    });
+  }
+  printInstances(after);
+  const missing = ids.filter((id) => id !== victimId && !after.some((i) => i.serviceId === id));
+  if (missing.length > 0)
+    throw new Error(`still-running instances vanished: ${missing.join(', ')}`);
+  if (!agent.target.secure) {
+    const catalog = (await getJson(`${agent.target.url}/v1/catalog/service/${SERVICE}`, 2_000)) as {
+      ServiceID: string;
+    }[];
+    const inCatalog = catalog.some((entry) => entry.ServiceID === victimId);
+    if (inCatalog) throw new Error(`${victimId} is still in Consul's catalog`);
+  }
+  info(
+    after === first
+      ? `${victimId} is gone: deregistered before its process exited, not just failing its check`
+      : `${victimId} is gone, but only after its process had exited`,
+  );
+
+  const problems = await stopEverything();
+  if (problems.length > 0) throw new Error(`cleanup failed:\n  ${problems.join('\n  ')}`);
+}
+
+/** Stops what the demo started, in reverse order; collects failures instead of stopping early. */
+async function stopEverything(): Promise<string[]> {
+  const problems: string[] = [];
+  const running = started.instances.filter((i) => i.running);
+  if (running.length > 0) {
+    step(`Stopping ${running.map((i) => i.label).join(', ')} with SIGTERM`);
+    await Promise.all(
+      running.map(async (instance) => {
+        try {
+          const exit = await instance.stop(15_000);
+          info(`${instance.label} exited (${describeExit(exit)})`);
+        } catch (error) {
+          problems.push(`${instance.label}: ${errorMessage(error)}`);
+        }
+      }),
+    );
+  }
+  if (started.app) {
+    step('Closing the directory app (app.close())');
+    const app = started.app;
+    started.app = undefined;
+    try {
+      await withDeadline('the directory app to close', 10_000, app.close());
+    } catch (error) {
+      problems.push(`directory app: ${errorMessage(error)}`);
+    }
+  }
+  if (started.agentProcess) {
+    const child = started.agentProcess;
+    started.agentProcess = undefined;
+    step(`Stopping the dev agent (pid ${child.pid})`);
+    try {
+      await stopAgent(child);
+    } catch (error) {
+      problems.push(`consul agent: ${errorMessage(error)}`);
+    }
+  }
+  return problems;
+}
+
+let aborting = false;
+
+/** Signals and crashes: stop what the demo started, then exit with `exitCode`. */
+function abort(reason: string, exitCode: number): void {
+  if (aborting) return;
+  aborting = true;
+  process.exitCode = exitCode;
+  process.stderr.write(`\n${reason}\nstopping everything the demo started\n`);
+  void stopEverything()
+    .then((problems) => {
+      for (const problem of problems) process.stderr.write(`cleanup: ${problem}\n`);
+    })
+    .finally(() => process.exit(exitCode));
+}
+
+process.once('SIGINT', () => abort('SIGINT received', 130));
+process.once('SIGTERM', () => abort('SIGTERM received', 143));
+process.on('uncaughtException', (error) =>
+  abort(`demo crashed: ${error.stack ?? error.message}`, 1),
+);
+process.on('unhandledRejection', (reason) => abort(`demo crashed: ${errorMessage(reason)}`, 1));
+// A reader that goes away (`npm run demo | head`) must not kill the demo before it cleans up.
+process.stdout.on('error', () => undefined);
+process.stderr.on('error', () => undefined);
+
+try {
+  await main();
+  step(`Done in ${totalSeconds()} s`);
+  // Everything was closed, so the process must now exit on its own. If something still holds
+  // the event loop (a socket, a timer), say what instead of hanging.
+  setTimeout(() => {
+    const handles = process.getActiveResourcesInfo().filter((r) => r !== 'Timeout');
+    process.stderr.write(
+      `demo failed: the process did not exit on its own within 5 s after everything was closed; ` +
+        `still active: ${handles.join(', ') || '(only timers)'}\n`,
+    );
+    process.exit(1);
+  }, 5_000).unref();
+} catch (error) {
+  // When abort() runs (signal, crash), it reports, cleans up and exits by itself.
+  if (!aborting) {
+    process.exitCode = 1;
+    process.stderr.write(`\ndemo failed: ${errorMessage(error)}\n`);
+    const problems = await stopEverything();
+    for (const problem of problems) process.stderr.write(`cleanup: ${problem}\n`);
+  }
+}
