@@ -4,8 +4,10 @@ import type { DiscoveryModuleOptions } from './discovery-module-options.interfac
 import { createDiscoverySettings } from './discovery-settings.factory.js';
 
 const service = { name: 'orders', port: 3000, address: '127.0.0.1' };
-const valid = (extra: Record<string, unknown> = {}): DiscoveryModuleOptions =>
-  ({ service, ...extra });
+const valid = (extra: Record<string, unknown> = {}): DiscoveryModuleOptions => ({
+  service,
+  ...extra,
+});
 
 function violationOf(options: unknown, env: NodeJS.ProcessEnv = {}): DiscoverySettingsError {
   try {

@@ -10,7 +10,6 @@ import {
   IsString,
   Matches,
   Max,
-  MaxLength,
   Min,
   ValidateNested,
 } from 'class-validator';
@@ -18,8 +17,11 @@ import type { HealthCheckSettings } from './health-check.settings.js';
 import {
   IsDuration,
   IsHost,
+  IsPort,
+  IsServiceId,
   IsServiceMeta,
-  SERVICE_ID_PATTERN,
+  IsServiceName,
+  IsServiceTags,
   SERVICE_NAME_PATTERN,
 } from './settings.validators.js';
 
@@ -27,9 +29,7 @@ export class ConsulConnectionSettings {
   @IsHost()
   host: string;
 
-  @IsInt()
-  @Min(1)
-  @Max(65535)
+  @IsPort()
   port: number;
 
   @IsBoolean()
@@ -72,17 +72,11 @@ export class ConsulConnectionSettings {
 
 export class ServiceSettings {
   @IsOptional()
-  @IsString()
-  @Matches(SERVICE_NAME_PATTERN, {
-    message: '$property must be a DNS label (letters, digits, hyphens; at most 63)',
-  })
+  @IsServiceName()
   name?: string;
 
   @IsOptional()
-  @IsString()
-  @Matches(SERVICE_ID_PATTERN, {
-    message: '$property must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$',
-  })
+  @IsServiceId()
   id?: string;
 
   @IsOptional()
@@ -93,16 +87,10 @@ export class ServiceSettings {
   preferAgentAddress: boolean;
 
   @IsOptional()
-  @IsInt()
-  @Min(1)
-  @Max(65535)
+  @IsPort()
   port?: number;
 
-  @IsArray()
-  @ArrayMaxSize(64)
-  @IsString({ each: true })
-  @IsNotEmpty({ each: true })
-  @MaxLength(255, { each: true })
+  @IsServiceTags()
   tags: string[];
 
   @IsServiceMeta()

@@ -1,15 +1,4 @@
-import {
-  ArrayMaxSize,
-  IsArray,
-  IsInt,
-  IsNotEmpty,
-  IsOptional,
-  IsString,
-  Matches,
-  Max,
-  MaxLength,
-  Min,
-} from 'class-validator';
+import { IsNotEmpty, IsOptional, IsString, Matches, MaxLength } from 'class-validator';
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import type {
   DiscoveryQuery,
@@ -18,9 +7,11 @@ import type {
 import type { HealthCheckSettings } from './health-check.settings.js';
 import {
   IsHost,
+  IsPort,
+  IsServiceId,
   IsServiceMeta,
-  SERVICE_ID_PATTERN,
-  SERVICE_NAME_PATTERN,
+  IsServiceName,
+  IsServiceTags,
 } from './settings.validators.js';
 import {
   copyMeta,
@@ -31,33 +22,22 @@ import {
   ViolationCollector,
 } from './settings-validation.js';
 
-const NAME_MESSAGE = '$property must be a DNS label (letters, digits, hyphens; at most 63)';
-const ID_MESSAGE = '$property must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$';
-
 /** `register()`'s argument, validated like the settings' `service` section. */
 export class RegistrationArguments {
-  @IsString()
-  @Matches(SERVICE_NAME_PATTERN, { message: NAME_MESSAGE })
+  @IsServiceName()
   name: string;
 
-  @IsString()
-  @Matches(SERVICE_ID_PATTERN, { message: ID_MESSAGE })
+  @IsServiceId()
   serviceId: string;
 
-  @IsInt()
-  @Min(1)
-  @Max(65535)
+  @IsPort()
   port: number;
 
   @IsOptional()
   @IsHost()
   address?: string;
 
-  @IsArray()
-  @ArrayMaxSize(64)
-  @IsString({ each: true })
-  @IsNotEmpty({ each: true })
-  @MaxLength(255, { each: true })
+  @IsServiceTags()
   tags: string[];
 
   @IsServiceMeta()
@@ -67,14 +47,12 @@ export class RegistrationArguments {
 }
 
 class NameArgument {
-  @IsString()
-  @Matches(SERVICE_NAME_PATTERN, { message: NAME_MESSAGE })
+  @IsServiceName()
   name: string;
 }
 
 class ServiceIdArgument {
-  @IsString()
-  @Matches(SERVICE_ID_PATTERN, { message: ID_MESSAGE })
+  @IsServiceId()
   serviceId: string;
 }
 

@@ -1,4 +1,18 @@
-import { isIP, isFQDN, registerDecorator, type ValidationOptions } from 'class-validator';
+import {
+  ArrayMaxSize,
+  IsArray,
+  IsInt,
+  IsNotEmpty,
+  isFQDN,
+  isIP,
+  IsString,
+  Matches,
+  Max,
+  MaxLength,
+  Min,
+  registerDecorator,
+  type ValidationOptions,
+} from 'class-validator';
 import { isPositiveDuration } from './duration.util.js';
 
 export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
@@ -88,4 +102,38 @@ export const IsHttpHeaderMap = (options?: ValidationOptions) =>
           v.every((s) => typeof s === 'string'),
       ),
     options,
+  );
+
+/** Several class-validator decorators as one, so both the settings and register() share rules. */
+const compose =
+  (...decorators: PropertyDecorator[]): PropertyDecorator =>
+  (target, key) => {
+    for (const decorate of decorators) decorate(target, key);
+  };
+
+export const IsPort = (): PropertyDecorator => compose(IsInt(), Min(1), Max(65535));
+
+export const IsServiceName = (): PropertyDecorator =>
+  compose(
+    IsString(),
+    Matches(SERVICE_NAME_PATTERN, {
+      message: '$property must be a DNS label (letters, digits, hyphens; at most 63)',
+    }),
+  );
+
+export const IsServiceId = (): PropertyDecorator =>
+  compose(
+    IsString(),
+    Matches(SERVICE_ID_PATTERN, {
+      message: '$property must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$',
+    }),
+  );
+
+export const IsServiceTags = (): PropertyDecorator =>
+  compose(
+    IsArray(),
+    ArrayMaxSize(64),
+    IsString({ each: true }),
+    IsNotEmpty({ each: true }),
+    MaxLength(255, { each: true }),
   );
