@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { types } from 'node:util';
 import Consul from 'consul';
 import { ConsulResponseError } from '../errors/consul-response.error.js';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
@@ -34,6 +35,11 @@ export interface BlockingReadOptions extends ReadOptions {
   /** Last `X-Consul-Index` seen; 0 or absent = answer at once. */
   index?: number;
   waitMs: number;
+  /**
+   * `true` for a loop that keeps its long-poll open (it uses the long-poll pool even for its
+   * first, immediate read); `false` for one-off re-reads, which share the capped pool.
+   */
+  longPoll: boolean;
 }
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
@@ -123,8 +129,8 @@ export class ConsulClient {
     name: string,
     options: BlockingReadOptions,
   ): Promise<IndexedResult<ServiceInstance[]>> {
-    const [response, entries] = await this.blockingCall('health.service', options, (raw) =>
-      this.longPollClient.health.service({
+    const [response, entries] = await this.blockingCall('health.service', options, (raw, client) =>
+      client.health.service({
         ...raw,
         service: name,
         passing: true,
@@ -136,8 +142,8 @@ export class ConsulClient {
 
   /** Blocking query on `/v1/health/state/any`: every check of the datacenter. */
   async watchCheckStates(options: BlockingReadOptions): Promise<IndexedResult<RawHealthCheck[]>> {
-    const [response, checks] = await this.blockingCall('health.state', options, (raw) =>
-      this.longPollClient.health.state({ ...raw, state: 'any' }),
+    const [response, checks] = await this.blockingCall('health.state', options, (raw, client) =>
+      client.health.state({ ...raw, state: 'any' }),
     );
     return { value: checks, index: consulIndex(response) };
   }
@@ -146,8 +152,10 @@ export class ConsulClient {
   async watchServiceNames(
     options: BlockingReadOptions,
   ): Promise<IndexedResult<Record<string, string[]>>> {
-    const [response, services] = await this.blockingCall('catalog.services', options, (raw) =>
-      this.longPollClient.catalog.service.list(raw),
+    const [response, services] = await this.blockingCall(
+      'catalog.services',
+      options,
+      (raw, client) => client.catalog.service.list(raw),
     );
     return { value: services, index: consulIndex(response) };
   }
@@ -162,20 +170,22 @@ export class ConsulClient {
     this.longPollClient.destroy();
   }
 
+  /** Long-poll loops use their own pool; one-off re-reads share the capped one. */
   private blockingCall<T>(
     operation: string,
     options: BlockingReadOptions,
-    run: (raw: RawCallOptions & RawReadOptions) => Promise<T>,
+    run: (raw: RawCallOptions & RawReadOptions, client: RawConsulClient) => Promise<T>,
   ): Promise<T> {
     const read: RawReadOptions = this.readOptions(options);
-    // Consul adds up to wait/16 of jitter before answering an idle blocking query.
     let timeoutMs = this.settings.timeoutMs;
     if (options.index && options.index > 0) {
       read.index = String(options.index);
       read.wait = `${options.waitMs}ms`;
+      // Consul adds up to wait/16 of jitter before answering an idle blocking query.
       timeoutMs += Math.ceil((options.waitMs * 17) / 16);
     }
-    return this.call(operation, options, timeoutMs, (raw) => run({ ...read, ...raw }));
+    const client = options.longPoll ? this.longPollClient : this.client;
+    return this.call(operation, options, timeoutMs, (raw) => run({ ...read, ...raw }, client));
   }
 
   private readOptions(options: ReadOptions): RawReadOptions {
@@ -207,7 +217,11 @@ export class ConsulClient {
       this.inflight.add(ctx);
       options.signal?.addEventListener('abort', cancel, { once: true });
       try {
-        return await run({ ctx, timeout: timeoutMs });
+        const result = await run({ ctx, timeout: timeoutMs });
+        // The client tells failures from results with `instanceof Error`, which fails for
+        // errors made in another realm (Node's own socket errors under Jest's VM sandbox).
+        if (types.isNativeError(result)) throw result;
+        return result;
       } catch (error) {
         const mapped = this.mapError(operation, error as PapiError, timeoutMs);
         const reset =
@@ -233,7 +247,11 @@ export class ConsulClient {
     if (error.isTimeout) return new DiscoveryTimeoutError(operation, timeoutMs);
     if (error.isAbort) return new DiscoveryUnavailableError(abortedMessage(operation), 'EABORTED');
     const detail = stripPrefix(error.message ?? String(error));
-    const code = error.code ?? (/socket hang up/i.test(detail) ? 'ECONNRESET' : undefined);
+    // A foreign-realm error may arrive re-wrapped by the client, without its `code`.
+    const code =
+      error.code ??
+      /\b(E[A-Z]{3,})\b/.exec(detail)?.[1] ??
+      (/socket hang up/i.test(detail) ? 'ECONNRESET' : undefined);
     return new DiscoveryUnavailableError(unreachableMessage(operation, this.target, detail), code);
   }
 

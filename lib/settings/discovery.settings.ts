@@ -15,6 +15,7 @@ import {
 } from 'class-validator';
 import type { HealthCheckSettings } from './health-check.settings.js';
 import {
+  DATACENTER_PATTERN,
   IsDuration,
   IsHost,
   IsPort,
@@ -43,7 +44,7 @@ export class ConsulConnectionSettings {
 
   @IsOptional()
   @IsString()
-  @Matches(/^[A-Za-z0-9_-]{1,64}$/, { message: '$property must be a datacenter name' })
+  @Matches(DATACENTER_PATTERN, { message: '$property must be a datacenter name' })
   datacenter?: string;
 
   /** CA, client certificate and key: a PEM string or a path to a PEM file. */

@@ -12,6 +12,8 @@ import {
   IsServiceMeta,
   IsServiceName,
   IsServiceTags,
+  DATACENTER_PATTERN,
+  SERVICE_NAME_PATTERN,
 } from './settings.validators.js';
 import {
   copyMeta,
@@ -65,7 +67,7 @@ class QueryArgument {
 
   @IsOptional()
   @IsString()
-  @Matches(/^[A-Za-z0-9_-]{1,64}$/, { message: '$property must be a datacenter name' })
+  @Matches(DATACENTER_PATTERN, { message: '$property must be a datacenter name' })
   datacenter?: string;
 }
 
@@ -105,7 +107,32 @@ export function checkServiceId(serviceId: unknown): string {
   return serviceId as string;
 }
 
+const EMPTY_QUERY: DiscoveryQuery = Object.freeze({});
+
+/** The hot path ("who is alive?" on every message): plain checks, no class-validator. */
+function isValidQuery(query: unknown): query is DiscoveryQuery {
+  if (!isPlainObject(query)) return false;
+  for (const key in query) {
+    const value = query[key];
+    if (key === 'tag') {
+      if (value !== undefined && (typeof value !== 'string' || !value || value.length > 255)) {
+        return false;
+      }
+    } else if (key === 'datacenter') {
+      if (value !== undefined && (typeof value !== 'string' || !DATACENTER_PATTERN.test(value))) {
+        return false;
+      }
+    } else return false;
+  }
+  return true;
+}
+
 export function checkDiscoverQuery(name: unknown, query: unknown): DiscoveryQuery {
+  if (typeof name === 'string' && SERVICE_NAME_PATTERN.test(name)) {
+    if (query === undefined) return EMPTY_QUERY;
+    if (isValidQuery(query)) return query;
+  }
+  // Something is wrong: class-validator names every bad field.
   const out = new ViolationCollector();
   out.validate(Object.assign(new NameArgument(), { name }), '');
   const args = readSection(query, 'query', QueryArgument, ['tag', 'datacenter'], {}, out);

@@ -17,6 +17,7 @@ import { isPositiveDuration } from './duration.util.js';
 
 export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 export const SERVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+export const DATACENTER_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 export const META_KEY_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 export const RESERVED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 const TCP_TARGET = /^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import type { ConsulClient } from '../consul/consul.client.js';
+import type { BlockingReadOptions, ConsulClient } from '../consul/consul.client.js';
 import type { IndexedResult, RawHealthCheck } from '../consul/consul.types.js';
 import { abortableDelay } from '../resilience/abortable-delay.js';
 import { backoffDelay } from '../resilience/backoff.js';
@@ -7,6 +7,7 @@ import { TokenBucket } from '../resilience/token-bucket.js';
 import { nextIndex, type ServiceWatch, type ServiceWatchOptions } from './service-watch.js';
 
 type Fingerprints = Map<string, string>;
+const FEED_COUNT = 2;
 type FeedRead = (index: number, signal: AbortSignal) => Promise<IndexedResult<Fingerprints>>;
 
 /**
@@ -19,6 +20,8 @@ export class ChangeFeed {
   private readonly watches = new Set<ServiceWatch>();
   private readonly abort = new AbortController();
   private done: Promise<unknown> = Promise.resolve();
+  /** The feeds that have answered since they (re)started. */
+  private readonly baselined = new Set<string>();
 
   constructor(
     private readonly client: ConsulClient,
@@ -38,7 +41,8 @@ export class ChangeFeed {
         this.follow('catalog.services', (index, signal) => this.readNames(index, signal)),
       ]);
     }
-    void watch.refresh();
+    // Before the feed has its baseline, its first answers read every name anyway.
+    if (this.baselined.size === FEED_COUNT) void watch.refresh();
   }
 
   remove(watch: ServiceWatch): void {
@@ -62,26 +66,39 @@ export class ChangeFeed {
         const result = await read(index, signal);
         index = nextIndex(index, result.index);
         failures = 0;
-        this.refreshChanged(previous, result.value);
+        if (previous) this.refreshChanged(previous, result.value);
+        else this.baseline(what);
         previous = result.value;
       } catch (error) {
         if (signal.aborted) return;
         this.logger.warn(`Change feed (${what}) failed: ${(error as Error).message}`);
         for (const watch of this.watches) watch.markStale(error);
         index = 0;
-        previous = undefined; // after recovery every name is re-read once
+        previous = undefined;
+        this.baselined.delete(what);
         if (!(await abortableDelay(backoffDelay(failures++, this.options.backoff), signal))) return;
       }
     }
   }
 
-  private refreshChanged(previous: Fingerprints | undefined, current: Fingerprints): void {
+  /**
+   * Once both feeds have answered (at start, or again after a failure) nothing can be compared
+   * yet: every name is read once, after the feeds' answers, so no change falls in between.
+   */
+  private baseline(what: string): void {
+    this.baselined.add(what);
+    if (this.baselined.size === FEED_COUNT) {
+      for (const watch of this.watches) void watch.refresh();
+    }
+  }
+
+  private refreshChanged(previous: Fingerprints, current: Fingerprints): void {
+    const nodeChecksChanged = previous.get('') !== current.get('');
     for (const watch of this.watches) {
-      const changed =
-        !previous ||
-        previous.get(watch.name) !== current.get(watch.name) ||
-        previous.get('') !== current.get(''); // node checks affect every service on the node
-      if (changed) void watch.refresh();
+      // Node checks (service name '') affect every service on the node.
+      if (nodeChecksChanged || previous.get(watch.name) !== current.get(watch.name)) {
+        void watch.refresh();
+      }
     }
   }
 
@@ -112,12 +129,13 @@ export class ChangeFeed {
     return { value, index: result.index };
   }
 
-  private readOptions(index: number, signal: AbortSignal) {
+  private readOptions(index: number, signal: AbortSignal): BlockingReadOptions {
     return {
       datacenter: this.datacenter,
       consistency: this.options.consistency,
       index,
       waitMs: this.options.waitMs,
+      longPoll: true,
       signal,
     };
   }

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject } from 'rxjs';
-import type { ConsulClient } from '../consul/consul.client.js';
+import type { BlockingReadOptions, ConsulClient } from '../consul/consul.client.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { abortableDelay } from '../resilience/abortable-delay.js';
 import { backoffDelay, type BackoffPolicy } from '../resilience/backoff.js';
@@ -87,7 +87,10 @@ export class ServiceWatch {
         this.refreshAgain = false;
         if (!(await this.bucket.take(this.signal))) return;
         try {
-          const result = await this.client.watchHealthyInstances(this.name, this.readOptions(0));
+          const result = await this.client.watchHealthyInstances(
+            this.name,
+            this.readOptions(0, false),
+          );
           this.publish(result.value);
         } catch (error) {
           this.markStale(error);
@@ -117,7 +120,10 @@ export class ServiceWatch {
     while (!this.signal.aborted) {
       if (!(await this.bucket.take(this.signal))) return;
       try {
-        const result = await this.client.watchHealthyInstances(this.name, this.readOptions(index));
+        const result = await this.client.watchHealthyInstances(
+          this.name,
+          this.readOptions(index, true),
+        );
         index = nextIndex(index, result.index);
         this.publish(result.value);
       } catch (error) {
@@ -134,12 +140,13 @@ export class ServiceWatch {
     }
   }
 
-  private readOptions(index: number) {
+  private readOptions(index: number, longPoll: boolean): BlockingReadOptions {
     return {
       ...this.query,
       consistency: this.options.consistency,
       index,
       waitMs: this.options.waitMs,
+      longPoll,
       signal: this.signal,
     };
   }
