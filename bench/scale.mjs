@@ -1,0 +1,211 @@
+// 4. Scale: a 1,000-instance service and 200 more watched names, through a counting proxy.
+import { execFileSync } from 'node:child_process';
+import process from 'node:process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { discoveryApp, moduleOptions, watchReady } from './apps.mjs';
+import { startCountingProxy } from './proxy.mjs';
+import { summarize } from './stats.mjs';
+import { collect, timeBatches, timeEach, waitUntil } from './measure.mjs';
+
+const BIG = 'bench-big';
+const BIG_INSTANCES = 1_000;
+const SMALL_NAMES = 200;
+const IDLE_WINDOW_MS = 10_000;
+const MAX_LONG_POLLS = 64; // the default watch.maxLongPolls
+
+/** Established TCP connections to `port` as seen by the kernel (ss), or undefined without ss. */
+function ssCount(port) {
+  try {
+    const out = execFileSync('ss', ['-tnH', 'state', 'established', `( dport = :${port} )`], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    return out.split('\n').filter((l) => l.trim()).length;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function scaleSection({ agent, api, report }) {
+  const section = '4. Scale (1,000 instances + 200 names)';
+  const bigIds = Array.from(
+    { length: BIG_INSTANCES },
+    (_, i) => `${BIG}-${String(i).padStart(4, '0')}`,
+  );
+  const smallNames = Array.from(
+    { length: SMALL_NAMES },
+    (_, i) => `bench-n-${String(i).padStart(3, '0')}`,
+  );
+
+  const tReg = process.hrtime.bigint();
+  await api.inBatches(bigIds, 50, (id, i) => api.register(BIG, id, 40_000 + i, { Tags: ['big'] }));
+  await api.inBatches(smallNames, 50, (name, i) => api.register(name, `${name}-0`, 45_000 + i));
+  const registerMs = Number(process.hrtime.bigint() - tReg) / 1e6;
+  await waitUntil(async () => (await api.passing(BIG)).length === BIG_INSTANCES, {
+    message: `${BIG_INSTANCES} passing instances of ${BIG}`,
+  });
+
+  const proxy = await startCountingProxy(agent.port);
+  const app = await discoveryApp(
+    moduleOptions(
+      { host: proxy.host, port: proxy.port },
+      { name: 'bench-scale-self', port: 31_004 },
+    ),
+  );
+  const subscriptions = [];
+  try {
+    const svc = app.service;
+    collect();
+    const heapBefore = process.memoryUsage().heapUsed;
+
+    proxy.resetPeak();
+    const requestsBeforeWatching = proxy.requestCount();
+    const tWatch = process.hrtime.bigint();
+    subscriptions.push(await watchReady(svc, BIG)); // first: gets its own long-poll
+    subscriptions.push(...(await Promise.all(smallNames.map((name) => watchReady(svc, name)))));
+    const watchAllMs = Number(process.hrtime.bigint() - tWatch) / 1e6;
+    const peakWhileStarting = proxy.peak;
+    const requestsWhileStarting = proxy.requestCount() - requestsBeforeWatching;
+    if (svc.snapshot(BIG)?.length !== BIG_INSTANCES) throw new Error(`${BIG} snapshot incomplete`);
+    for (const name of smallNames) {
+      if (svc.snapshot(name)?.length !== 1) throw new Error(`${name} snapshot incomplete`);
+    }
+    // Settled: only blocking queries left in flight, for a while.
+    let quietSince = Date.now();
+    await waitUntil(
+      () => {
+        if (proxy.inFlight !== proxy.longPollsInFlight) quietSince = Date.now();
+        return Date.now() - quietSince >= 500;
+      },
+      { message: 'only long-polls in flight' },
+    );
+    collect();
+    const heapAfter = process.memoryUsage().heapUsed;
+
+    const memoryCall = () => svc.discover(BIG);
+    const batched = summarize(
+      await timeBatches(memoryCall, { batches: 300, batchSize: 100, warmup: 3_000 }),
+    );
+    const single = summarize(await timeEach(memoryCall, { iterations: 5_000, warmup: 500 }));
+    // The same 1,000 instances read from the agent (a tag query nobody watches).
+    const direct = summarize(
+      await timeEach(() => svc.discover(BIG, { tag: 'big' }), { iterations: 60, warmup: 5 }),
+    );
+
+    // Idle window: nothing changes in Consul; count every request the process sends.
+    await sleep(300);
+    const before = proxy.requestCount();
+    const conn = { open: [], longPolls: [], ss: [] };
+    const sampleConnections = () => {
+      conn.open.push(proxy.open);
+      conn.longPolls.push(proxy.longPollsInFlight);
+      const ss = ssCount(proxy.port);
+      if (ss !== undefined) conn.ss.push(ss);
+    };
+    const tIdle = Date.now();
+    sampleConnections();
+    while (Date.now() - tIdle < IDLE_WINDOW_MS) {
+      await sleep(1_000);
+      sampleConnections();
+    }
+    const windowS = (Date.now() - tIdle) / 1000;
+    const idle = proxy.requestsSince(before);
+    const heartbeats = idle.filter((r) => r.path.includes('/v1/agent/check/pass/')).length;
+    const longPollReissues = idle.filter((r) => /[?&]index=/.test(r.path)).length;
+    const other = idle.length - heartbeats - longPollReissues;
+    const range = (xs) =>
+      Math.min(...xs) === Math.max(...xs) ? `${xs[0]}` : `${Math.min(...xs)}–${Math.max(...xs)}`;
+
+    const watchedNames = SMALL_NAMES + 1;
+    const expectedLongPolls =
+      Math.min(watchedNames, MAX_LONG_POLLS) + (watchedNames > MAX_LONG_POLLS ? 2 : 0);
+    report.row({
+      section,
+      name: `watched discover() on ${BIG_INSTANCES} instances — per call from batches of 100 (30k calls)`,
+      unit: 'ns',
+      stats: batched,
+      ratio: { value: direct.p50 / batched.p50, label: 'direct/watched' },
+      target: {
+        text: 'p50 ≤ 2 µs, ≥ 300× direct',
+        met: batched.p50 <= 2_000 && direct.p50 / batched.p50 >= 300,
+      },
+    });
+    report.row({
+      section,
+      name: `watched discover() on ${BIG_INSTANCES} instances — each call timed`,
+      unit: 'ns',
+      stats: single,
+    });
+    report.row({
+      section,
+      name: `unwatched discover() of the same ${BIG_INSTANCES} (tag query, via proxy)`,
+      unit: 'ns',
+      stats: direct,
+    });
+    report.row({
+      section,
+      name: `heap used after gc: before watching → after ${watchedNames} names`,
+      unit: 'text',
+      value: `${(heapBefore / 2 ** 20).toFixed(1)} → ${(heapAfter / 2 ** 20).toFixed(1)} MiB (+${((heapAfter - heapBefore) / 2 ** 20).toFixed(1)} MiB)`,
+    });
+    report.row({
+      section,
+      name: `time to first set for all ${watchedNames} watches`,
+      unit: 'text',
+      value: `${watchAllMs.toFixed(0)} ms (registering the ${BIG_INSTANCES + SMALL_NAMES} instances took ${(registerMs / 1000).toFixed(1)} s)`,
+    });
+    report.row({
+      section,
+      name: `connections to the agent: peak while starting the ${watchedNames} watches (proxy)`,
+      unit: 'text',
+      value: `${peakWhileStarting} (${requestsWhileStarting} requests until all had a set)`,
+    });
+    report.row({
+      section,
+      name: 'connections to the agent while idle (proxy / ss -tn)',
+      unit: 'text',
+      value: `${range(conn.open)} / ${conn.ss.length ? range(conn.ss) : 'n/a'}`,
+    });
+    report.row({
+      section,
+      name: `long-polls in flight while idle (expected ${expectedLongPolls}: ${MAX_LONG_POLLS} + 2 change feed)`,
+      unit: 'text',
+      value: range(conn.longPolls),
+      target: {
+        text: `= ${expectedLongPolls}`,
+        met: conn.longPolls.every((n) => n === expectedLongPolls),
+      },
+    });
+    report.row({
+      section,
+      name: `requests/s while idle beyond the open long-polls (${windowS.toFixed(1)} s window)`,
+      unit: 'text',
+      value: `${((longPollReissues + other) / windowS).toFixed(2)} /s (${longPollReissues} long-poll re-issues, ${other} other)`,
+      target: { text: '0 /s', met: longPollReissues + other === 0 },
+    });
+    report.row({
+      section,
+      name: 'requests/s while idle: own TTL heartbeat (10 s TTL, every 1/3)',
+      unit: 'text',
+      value: `${(heartbeats / windowS).toFixed(2)} /s (${heartbeats} passes)`,
+    });
+    return {
+      peakWhileStarting,
+      requestsWhileStarting,
+      registerMs,
+      watchAllMs,
+      heapBefore,
+      heapAfter,
+      batched,
+      single,
+      direct,
+      connections: conn,
+      idle: { windowS, total: idle.length, heartbeats, longPollReissues, other, requests: idle },
+      expectedLongPolls,
+    };
+  } finally {
+    for (const s of subscriptions) s.unsubscribe();
+    await app.close();
+    await proxy.close();
+  }
+}
