@@ -66,6 +66,8 @@ export class DiscoveryService
   private heartbeatFailing = false;
   private background?: Promise<void>;
   private readonly prewarmed: { unsubscribe(): void }[] = [];
+  /** Aborted when shutdown begins: the background registration stops retrying. */
+  private readonly lifecycle = new AbortController();
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
@@ -202,6 +204,7 @@ export class DiscoveryService
     if (this.shuttingDown) return;
     this.shuttingDown = true;
     this.shutdownDeadline = Date.now() + this.settings.shutdownTimeoutMs;
+    this.lifecycle.abort();
     this.stopHeartbeat();
     for (const subscription of this.prewarmed.splice(0)) subscription.unsubscribe();
   }
@@ -212,9 +215,14 @@ export class DiscoveryService
 
   private async deregisterIfRegistered(): Promise<void> {
     const r = this.registration;
-    if (!r || !this.registered) return;
-    // A heartbeat in flight may be re-registering: let it land first so nothing outlives us.
-    await withDeadline(Promise.allSettled([this.heartbeatInFlight]), this.remainingMs());
+    if (!r) return;
+    // A heartbeat or background registration in flight may be registering: let it land first
+    // so that nothing it registers outlives the app.
+    await withDeadline(
+      Promise.allSettled([this.heartbeatInFlight, this.background]),
+      this.remainingMs(),
+    );
+    if (!this.registered) return;
     const done = await withDeadline(
       this.provider.deregisterOrThrow(r.serviceId).then(() => true),
       this.remainingMs(),
@@ -236,14 +244,18 @@ export class DiscoveryService
   private async registerInBackground(): Promise<void> {
     const r = this.requireRegistration();
     try {
-      await this.provider.registerOrThrow(r, true, { attempts: Infinity });
-      if (!this.shuttingDown) this.onRegistered(r);
+      await this.provider.registerOrThrow(r, true, {
+        attempts: Infinity,
+        signal: this.lifecycle.signal,
+      });
+      this.onRegistered(r);
     } catch (error) {
       if (!this.shuttingDown)
         this.logger.error(`Registration of "${r.serviceId}" stopped: ${(error as Error).message}`);
     }
   }
 
+  /** Also while shutting down, so the teardown deregisters what landed late. */
   private onRegistered(r: RegistrationFields): void {
     this.registered = true;
     this.logger.log(`Registered "${r.serviceId}" (${r.name}) with Consul at ${this.client.target}`);

@@ -22,6 +22,8 @@ import { ConsulClient } from './consul.client.js';
 export interface WriteOptions {
   /** Defaults to `retry.maxAttempts`; `Infinity` retries until success or shutdown. */
   attempts?: number;
+  /** Stops retrying (the client's own close always does). */
+  signal?: AbortSignal;
 }
 
 /** Transport failures, 5xx and 429 are worth another attempt; other 4xx are not. */
@@ -86,7 +88,9 @@ export class ConsulDiscoveryProvider implements ServiceDiscoveryProtocol {
       maxAttempts: options.attempts ?? maxAttempts,
       initialDelayMs,
       maxDelayMs,
-      signal: this.client.closeSignal,
+      signal: options.signal
+        ? AbortSignal.any([options.signal, this.client.closeSignal])
+        : this.client.closeSignal,
       isRetryable,
     });
   }

@@ -80,6 +80,10 @@ function fail(out: ViolationCollector, subject: string): void {
 /** Validates `register()`'s argument (throws before any I/O) and returns a private copy. */
 export function readRegistration(input: ServiceRegistration): RegistrationArguments {
   const out = new ViolationCollector();
+  if (!isPlainObject(input)) {
+    out.add('registration', 'registration must be an object with name, serviceId and port');
+    fail(out, 'register() arguments');
+  }
   const args = readSection(
     input,
     'registration',
@@ -88,7 +92,6 @@ export function readRegistration(input: ServiceRegistration): RegistrationArgume
     { tags: [], meta: {} },
     out,
   );
-  if (!isPlainObject(input)) fail(out, 'register() arguments');
   out.validate(args, 'registration');
   const raw = input as unknown as Record<string, unknown>;
   if (raw.healthCheck !== undefined) {
