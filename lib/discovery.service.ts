@@ -247,6 +247,7 @@ export class DiscoveryService
       await this.provider.registerOrThrow(r, true, {
         attempts: Infinity,
         signal: this.lifecycle.signal,
+        retryRefusals: true,
       });
       this.onRegistered(r);
     } catch (error) {

@@ -24,6 +24,8 @@ export interface WriteOptions {
   attempts?: number;
   /** Stops retrying (the client's own close always does). */
   signal?: AbortSignal;
+  /** Retry refusals (4xx) too: a boot-time 403 may be fixed by an operator later. */
+  retryRefusals?: boolean;
 }
 
 /** Transport failures, 5xx and 429 are worth another attempt; other 4xx are not. */
@@ -91,7 +93,7 @@ export class ConsulDiscoveryProvider implements ServiceDiscoveryProtocol {
       signal: options.signal
         ? AbortSignal.any([options.signal, this.client.closeSignal])
         : this.client.closeSignal,
-      isRetryable,
+      isRetryable: options.retryRefusals ? () => true : isRetryable,
     });
   }
 

@@ -7,7 +7,12 @@ import Consul from 'consul';
 import { ConsulResponseError } from '../errors/consul-response.error.js';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
 import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
-import { abortedMessage, closedMessage, unreachableMessage } from '../errors/error-messages.js';
+import {
+  abortedMessage,
+  closedMessage,
+  tlsFailedMessage,
+  unreachableMessage,
+} from '../errors/error-messages.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import type { ConsulConnectionSettings, WatchConsistency } from '../settings/discovery.settings.js';
 import type {
@@ -246,13 +251,17 @@ export class ConsulClient {
     }
     if (error.isTimeout) return new DiscoveryTimeoutError(operation, timeoutMs);
     if (error.isAbort) return new DiscoveryUnavailableError(abortedMessage(operation), 'EABORTED');
-    const detail = stripPrefix(error.message ?? String(error));
+    const detail = stripPrefix(error.message ?? String(error))
+      .replace(/\s+/g, ' ')
+      .trim();
     // A foreign-realm error may arrive re-wrapped by the client, without its `code`.
     const code =
       error.code ??
       /\b(E[A-Z]{3,})\b/.exec(detail)?.[1] ??
       (/socket hang up/i.test(detail) ? 'ECONNRESET' : undefined);
-    return new DiscoveryUnavailableError(unreachableMessage(operation, this.target, detail), code);
+    const tls = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|EPROTO/i.test(`${code ?? ''} ${detail}`);
+    const message = (tls ? tlsFailedMessage : unreachableMessage)(operation, this.target, detail);
+    return new DiscoveryUnavailableError(message, code);
   }
 
   private createClient(maxSockets: number): RawConsulClient {

@@ -12,6 +12,9 @@ export const consulResponseMessage = (operation: string, status: number, text: s
 export const unreachableMessage = (operation: string, target: string, detail: string): string =>
   `Consul ${operation} failed: agent at ${target} is unreachable (${detail})`;
 
+export const tlsFailedMessage = (operation: string, target: string, detail: string): string =>
+  `Consul ${operation} failed: TLS with the agent at ${target} failed (${detail}); check consul.ca, and consul.cert/consul.key if the agent verifies clients`;
+
 export const abortedMessage = (operation: string): string =>
   `Consul ${operation} was aborted because the client is shutting down`;
 

@@ -226,7 +226,8 @@ class ConsulAgentProcess implements ConsulAgent {
     let launchLog = '';
     const onData = (chunk: Buffer): void => {
       const text = chunk.toString('utf8');
-      launchLog += text;
+      // Only the start-up lines matter here (ready or 'address already in use').
+      if (launchLog.length < LOG_CAP) launchLog += text;
       this.append(text);
     };
     child.stdout?.on('data', onData);

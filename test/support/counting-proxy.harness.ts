@@ -68,13 +68,30 @@ export async function startCountingProxy(
     const pair = { client, upstream, timers: new Set<NodeJS.Timeout>() };
     pairs.add(pair);
 
-    let carry = '';
+    // Parses requests (head, then Content-Length bytes of body) so that a request following a
+    // body without a trailing newline on a kept-alive socket is still seen.
+    let buffered = Buffer.alloc(0);
+    let bodyLeft = 0;
     client.on('data', (chunk: Buffer) => {
-      const lines = (carry + chunk.toString('latin1')).split('\n');
-      carry = (lines.pop() ?? '').slice(-8192);
-      for (const raw of lines) {
-        const line = raw.replace(/\r$/, '');
+      buffered = Buffer.concat([buffered, chunk]);
+      for (;;) {
+        if (bodyLeft > 0) {
+          const skip = Math.min(bodyLeft, buffered.length);
+          buffered = buffered.subarray(skip);
+          bodyLeft -= skip;
+          if (bodyLeft > 0) break;
+        }
+        const end = buffered.indexOf('\r\n\r\n');
+        if (end < 0) {
+          buffered = buffered.subarray(-65536);
+          break;
+        }
+        const head = buffered.subarray(0, end).toString('latin1').split('\r\n');
+        buffered = buffered.subarray(end + 4);
+        const line = head[0] ?? '';
         if (REQUEST_LINE.test(line)) requestLines.push(line);
+        const length = head.find((h) => /^content-length:/i.test(h));
+        bodyLeft = length ? Number(length.split(':')[1]) || 0 : 0;
       }
       upstream.write(chunk);
     });
