@@ -99,7 +99,10 @@ export async function startCountingProxy(
 
     // Chunks keep their order: each is released no earlier than the one before it.
     let releaseAt = 0;
+    let closed = false;
     const release = (fn: () => void): void => {
+      // After teardown nothing may arm a timer: it would outlive close().
+      if (closed) return;
       const wait = proxy.delayMs;
       if (wait <= 0 && pair.timers.size === 0) return fn();
       releaseAt = Math.max(Date.now() + wait, releaseAt);
@@ -113,6 +116,7 @@ export async function startCountingProxy(
     upstream.on('end', () => release(() => client.end()));
 
     const teardown = (): void => {
+      closed = true;
       for (const timer of pair.timers) clearTimeout(timer);
       pair.timers.clear();
       client.destroy();

@@ -1,0 +1,121 @@
+import type { TestingModule } from '@nestjs/testing';
+import { DiscoveryService, type DiscoveryModuleOptions } from '../lib/index.js';
+import { CapturingLogger, FAST_RETRY, TestApps } from './support/fixtures/lifecycle.fixture.js';
+import {
+  startConsulAgent,
+  stopAllAgents,
+  waitFor,
+  type ConsulAgent,
+  type HealthServiceEntry,
+} from './support/index.js';
+
+// Heartbeat + self-repair (DESIGN §4.2): the registration comes back by itself after the dev
+// agent restarts empty, and after a deregistration behind the app's back, at the next beat.
+const TTL = '3s';
+const HEARTBEAT_MS = 1_000; // 3 s × the default intervalRatio 1/3
+const REPAIR_BOUND_MS = HEARTBEAT_MS + 1_000;
+
+describe('self-repair', () => {
+  const apps = new TestApps();
+  let agent: ConsulAgent;
+
+  const options = (name: string): DiscoveryModuleOptions => ({
+    consul: { host: '127.0.0.1', port: agent.httpPort, timeoutMs: 1_000 },
+    service: {
+      name,
+      id: `${name}-1`,
+      address: '127.0.0.1',
+      port: 4300,
+      tags: ['blue'],
+      meta: { version: '7' },
+    },
+    healthCheck: { ttl: TTL },
+    retry: { ...FAST_RETRY, failFast: true },
+    shutdownTimeoutMs: 1_000,
+  });
+
+  const passing = (name: string): Promise<HealthServiceEntry[]> =>
+    agent.api().healthService(name, { passing: true });
+
+  /** ms from now until `name-1` is in ?passing (bounded well above the contract's bound). */
+  async function timeUntilPassing(name: string): Promise<number> {
+    const started = performance.now();
+    await waitFor(async () => (await passing(name)).some((e) => e.Service.ID === `${name}-1`), {
+      timeoutMs: REPAIR_BOUND_MS + 5_000,
+      intervalMs: 20,
+      message: `${name}-1 back in ?passing`,
+    });
+    return performance.now() - started;
+  }
+
+  function expectSameRegistration(entries: HealthServiceEntry[], name: string): void {
+    expect(entries).toHaveLength(1);
+    const [entry] = entries;
+    expect(entry.Service).toMatchObject({
+      ID: `${name}-1`,
+      Service: name,
+      Address: '127.0.0.1',
+      Port: 4300,
+      Tags: ['blue'],
+      Meta: { version: '7' },
+    });
+    expect(entry.Checks.find((c) => c.CheckID === `service:${name}-1`)?.Status).toBe('passing');
+  }
+
+  beforeAll(async () => {
+    agent = await startConsulAgent();
+  });
+  afterEach(() => apps.closeAll());
+  afterAll(stopAllAgents);
+
+  it(`is back in ?passing within ${REPAIR_BOUND_MS} ms of the restarted agent answering`, async () => {
+    const name = 'repair-restart';
+    const logger = new CapturingLogger();
+    const app: TestingModule = await apps.start(options(name), logger);
+    expectSameRegistration(await passing(name), name);
+
+    for (let round = 1; round <= 2; round++) {
+      const pid = agent.pid;
+      await agent.restart(); // resolves once the new agent has a leader and answers
+      expect(agent.pid).not.toBe(pid);
+      const ms = await timeUntilPassing(name);
+      expect(ms).toBeLessThan(REPAIR_BOUND_MS);
+      expectSameRegistration(await passing(name), name);
+    }
+    // The same app, never restarted, and it knows what happened.
+    expect(app.get(DiscoveryService).self.serviceId).toBe(`${name}-1`);
+    expect(logger.lines('warn').join('\n')).toMatch(/Consul lost "repair-restart-1"/);
+    expect(logger.lines('error')).toEqual([]);
+  });
+
+  it(`repairs a deregistration done behind its back at the next heartbeat`, async () => {
+    const name = 'repair-dereg';
+    await apps.start(options(name));
+    expectSameRegistration(await passing(name), name);
+
+    for (let round = 1; round <= 2; round++) {
+      await agent.api().deregisterService(`${name}-1`);
+      expect(await agent.api().agentServices()).not.toHaveProperty(`${name}-1`);
+      const ms = await timeUntilPassing(name);
+      expect(ms).toBeLessThan(REPAIR_BOUND_MS);
+      expectSameRegistration(await passing(name), name);
+    }
+  });
+
+  it('keeps the check passing across several TTLs (the heartbeat really runs)', async () => {
+    const name = 'repair-steady';
+    await apps.start(options(name));
+    const since = Date.now();
+    const misses: number[] = [];
+    // Poll for more than two TTLs: the check must never leave passing.
+    await waitFor(
+      async () => {
+        if ((await passing(name)).length !== 1) misses.push(Date.now() - since);
+        return Date.now() - since > 7_000;
+      },
+      { timeoutMs: 12_000, intervalMs: 250, message: 'polled for 7 s' },
+    );
+    expect(misses).toEqual([]);
+    expectSameRegistration(await passing(name), name);
+  });
+});
