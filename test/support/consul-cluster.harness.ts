@@ -1,0 +1,316 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { consulBinary } from './consul-agent.harness.js';
+import { consulApi, type ConsulApi } from './consul-api.harness.js';
+import { freePort } from './counting-proxy.harness.js';
+import { waitFor } from './wait-for.harness.js';
+
+// A real multi-node Consul cluster on one machine (CONSUL.md): N servers and one client agent,
+// each on its own loopback IP (127.0.0.2, .3, … by default) and its own free ports, persistent
+// data dirs in a temp dir (not -dev), `-bootstrap-expect N`, `-retry-join` every server, and
+// `raft_multiplier = 1` (leader in ≈1.5 s, re-election after a SIGKILL in ≈3–3.5 s).
+
+export interface ConsulClusterOptions {
+  /** One server per IP; default 127.0.0.2, 127.0.0.3, 127.0.0.4. */
+  serverBinds?: string[];
+  /** The client agent's IP; default 127.0.0.5. */
+  clientBind?: string;
+  /** Bound on "leader elected and every node in the catalog"; default 60 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface ClusterNode {
+  readonly name: string;
+  readonly bind: string;
+  readonly server: boolean;
+  readonly httpPort: number;
+  readonly serverPort: number;
+  readonly serfLanPort: number;
+  /** 'IP:PORT' of the HTTP API. */
+  readonly httpAddr: string;
+  readonly baseUrl: string;
+  /** 'IP:SERVER_PORT', the form /v1/status/leader answers with. */
+  readonly serverAddr: string;
+  /** Pid while running, undefined once exited. */
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  api(token?: string): ConsulApi;
+  /** SIGKILL; resolves once the process has exited. */
+  kill(): Promise<void>;
+  logs(): string;
+}
+
+export interface ConsulCluster {
+  readonly servers: readonly ClusterNode[];
+  readonly client: ClusterNode;
+  readonly nodes: readonly ClusterNode[];
+  readonly dataDir: string;
+  /** The server the running servers agree is leader; undefined when there is none (yet). */
+  leader(): Promise<ClusterNode | undefined>;
+  /** SIGKILLs every node and removes the data dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const clusters = new Set<ClusterHandle>();
+const LOG_CAP = 1 << 20;
+const START_ATTEMPTS = 3;
+
+/** Stops every cluster started through this module. */
+export async function stopAllClusters(): Promise<void> {
+  await Promise.all([...clusters].map((cluster) => cluster.stop()));
+}
+
+try {
+  if (typeof afterAll === 'function') afterAll(stopAllClusters);
+} catch {
+  // Imported from inside a running test: hooks can't be added there.
+}
+
+export async function startConsulCluster(
+  options: ConsulClusterOptions = {},
+): Promise<ConsulCluster> {
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+    const cluster = new ClusterHandle(await mkdtemp(path.join(os.tmpdir(), 'athomic-cluster-')));
+    clusters.add(cluster);
+    try {
+      await cluster.launch(options);
+      return cluster;
+    } catch (error) {
+      await cluster.stop();
+      // A port taken between freePort() and the agent's bind: try again with new ports.
+      if (!/address already in use/i.test(String((error as Error).message))) throw error;
+      lastError = error;
+    }
+  }
+  throw new Error(`Consul cluster: ports kept clashing after ${START_ATTEMPTS} attempts`, {
+    cause: lastError,
+  });
+}
+
+class ClusterHandle implements ConsulCluster {
+  servers: NodeProcess[] = [];
+  client!: NodeProcess;
+  private stopped?: Promise<void>;
+
+  constructor(readonly dataDir: string) {}
+
+  get nodes(): readonly ClusterNode[] {
+    return [...this.servers, this.client];
+  }
+
+  async launch(options: ConsulClusterOptions): Promise<void> {
+    const serverBinds = options.serverBinds ?? ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+    const clientBind = options.clientBind ?? '127.0.0.5';
+    this.servers = await Promise.all(
+      serverBinds.map(
+        async (bind, i) => new NodeProcess(`server-${i + 1}`, bind, true, await ports(bind)),
+      ),
+    );
+    this.client = new NodeProcess('client-1', clientBind, false, await ports(clientBind));
+    const joins = (others: NodeProcess[]): string[] =>
+      others.flatMap((s) => ['-retry-join', `${s.bind}:${s.serfLanPort}`]);
+    for (const server of this.servers) {
+      server.spawn(this.dataDir, [
+        '-server', '-bootstrap-expect', String(this.servers.length),
+        ...joins(this.servers.filter((s) => s !== server)),
+        '-hcl', 'performance { raft_multiplier = 1 }',
+      ]); // prettier-ignore
+    }
+    this.client.spawn(this.dataDir, joins(this.servers));
+
+    const readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
+    const everyNode = this.nodes.map((n) => n.name).sort();
+    // A node that exits while we wait (e.g. "address already in use") ends the wait at once.
+    const exitedEarly = new AbortController();
+    for (const node of [...this.servers, this.client]) {
+      void node.whenExited.then(() =>
+        exitedEarly.abort(new Error(`${node.name} exited at start\n${tail(node.logs())}`)),
+      );
+    }
+    try {
+      await waitFor(
+        async () => {
+          const leader = await this.leader();
+          if (!leader) return false;
+          const nodes = (await this.client.api().request('GET', '/v1/catalog/nodes')).json;
+          if (!Array.isArray(nodes)) return false;
+          const names = (nodes as { Node: string }[]).map((n) => n.Node).sort();
+          return JSON.stringify(names) === JSON.stringify(everyNode);
+        },
+        {
+          timeoutMs: readyTimeoutMs,
+          intervalMs: 100,
+          message: `Consul cluster (${everyNode.join(', ')}) has no leader or not every node yet`,
+          signal: exitedEarly.signal,
+        },
+      );
+    } catch (error) {
+      const logs = this.nodes.map((n) => `--- ${n.name} ---\n${tail(n.logs(), 15)}`).join('\n');
+      throw new Error(`${(error as Error).message}\n${logs}`, { cause: error });
+    }
+  }
+
+  async leader(): Promise<ClusterNode | undefined> {
+    const running = this.servers.filter((s) => s.running);
+    const answers = await Promise.all(
+      running.map(async (s) => {
+        try {
+          const res = await fetch(`${s.baseUrl}/v1/status/leader`, {
+            signal: AbortSignal.timeout(2_000),
+          });
+          return await res.json();
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+    const addr = answers[0];
+    if (typeof addr !== 'string' || addr === '' || answers.some((a) => a !== addr))
+      return undefined;
+    return running.find((s) => s.serverAddr === addr);
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      await Promise.all(this.nodes.filter(Boolean).map((n) => n.kill()));
+      await rm(this.dataDir, { recursive: true, force: true });
+      clusters.delete(this);
+    })();
+    return this.stopped;
+  }
+}
+
+interface Ports {
+  http: number;
+  server: number;
+  serfLan: number;
+}
+
+async function ports(bind: string): Promise<Ports> {
+  const taken = new Set<number>();
+  const next = async (): Promise<number> => {
+    for (;;) {
+      const port = await freePort(bind);
+      if (!taken.has(port)) {
+        taken.add(port);
+        return port;
+      }
+    }
+  };
+  return { http: await next(), server: await next(), serfLan: await next() };
+}
+
+class NodeProcess implements ClusterNode {
+  private child?: ChildProcess;
+  private closed: Promise<void> = Promise.resolve();
+  private exited = true;
+  private log = '';
+
+  constructor(
+    readonly name: string,
+    readonly bind: string,
+    readonly server: boolean,
+    private readonly ports: Ports,
+  ) {}
+
+  get httpPort(): number {
+    return this.ports.http;
+  }
+  get serverPort(): number {
+    return this.ports.server;
+  }
+  get serfLanPort(): number {
+    return this.ports.serfLan;
+  }
+  get httpAddr(): string {
+    return `${this.bind}:${this.ports.http}`;
+  }
+  get baseUrl(): string {
+    return `http://${this.httpAddr}`;
+  }
+  get serverAddr(): string {
+    return `${this.bind}:${this.ports.server}`;
+  }
+  get pid(): number | undefined {
+    return this.exited ? undefined : this.child?.pid;
+  }
+  get running(): boolean {
+    return !this.exited;
+  }
+  /** Resolves when the current process has exited. */
+  get whenExited(): Promise<void> {
+    return this.closed;
+  }
+
+  api(token?: string): ConsulApi {
+    return consulApi(this.baseUrl, token);
+  }
+
+  logs(): string {
+    return this.log;
+  }
+
+  spawn(dataRoot: string, extra: string[]): void {
+    const args = [
+      'agent', '-node', this.name, '-bind', this.bind, '-client', this.bind,
+      '-data-dir', path.join(dataRoot, this.name),
+      '-http-port', String(this.ports.http), '-dns-port', '-1', '-grpc-port', '-1',
+      '-server-port', String(this.ports.server), '-serf-lan-port', String(this.ports.serfLan),
+      '-serf-wan-port', '-1', '-retry-interval', '1s',
+      ...extra,
+    ]; // prettier-ignore
+    const child = spawn(consulBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    this.exited = false;
+    const append = (chunk: Buffer): void => {
+      this.log += chunk.toString('utf8');
+      if (this.log.length > LOG_CAP * 2) this.log = this.log.slice(-LOG_CAP);
+    };
+    child.stdout?.on('data', append);
+    child.stderr?.on('data', append);
+    this.closed = new Promise<void>((resolve) => {
+      child.once('close', () => resolve());
+      child.once('error', (error) => {
+        this.log += `spawn error: ${error.message}\n`;
+        resolve();
+      });
+    });
+    const watchdog = spawnWatchdog(child);
+    void this.closed.then(() => {
+      this.exited = true;
+      watchdog?.kill('SIGKILL');
+    });
+    // A forgotten node must not keep Jest's worker alive; the watchdog reaps it instead.
+    child.unref();
+    for (const stream of [child.stdout, child.stderr]) (stream as net.Socket | null)?.unref();
+  }
+
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await this.closed;
+  }
+}
+
+/** A `sh` that SIGKILLs the node when its stdin pipe from us closes (this process died). */
+function spawnWatchdog(child: ChildProcess): ChildProcess | undefined {
+  if (child.pid === undefined) return undefined;
+  const watchdog = spawn(
+    'sh',
+    ['-c', 'read _; kill -9 "$1" 2>/dev/null', 'consul-watchdog', String(child.pid)],
+    { stdio: ['pipe', 'ignore', 'ignore'] },
+  );
+  watchdog.on('error', () => undefined); // best effort
+  watchdog.unref();
+  (watchdog.stdin as net.Socket | null)?.unref();
+  return watchdog;
+}
+
+function tail(log: string, lines = 40): string {
+  return log.trimEnd().split('\n').slice(-lines).join('\n');
+}
