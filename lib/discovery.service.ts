@@ -263,13 +263,17 @@ export class DiscoveryService
     this.scheduleHeartbeat();
   }
 
-  /** Only TTL checks need a heartbeat: every `intervalRatio × ttl`, on its own timer. */
+  /**
+   * Every `intervalRatio × ttl` (TTL check: a pass) or `intervalRatio × interval` (HTTP/TCP
+   * check, or none: a look at the agent's local services), on its own timer. Either way a lost
+   * registration (agent restarted) is repaired within one beat.
+   */
   private scheduleHeartbeat(): void {
-    const check = this.registration?.healthCheck;
-    if (!check || !('ttl' in check) || this.shuttingDown) return;
+    if (this.shuttingDown) return;
     clearTimeout(this.heartbeatTimer);
-    const ttlMs = parseDuration(check.ttl) ?? 10_000;
-    const everyMs = Math.max(50, Math.floor(ttlMs * this.settings.heartbeat.intervalRatio));
+    const check = this.registration?.healthCheck;
+    const periodMs = parseDuration(check && 'ttl' in check ? check.ttl : check?.interval) ?? 10_000;
+    const everyMs = Math.max(50, Math.floor(periodMs * this.settings.heartbeat.intervalRatio));
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatInFlight = this.beat().finally(() => {
         this.heartbeatInFlight = undefined;
@@ -282,30 +286,36 @@ export class DiscoveryService
 
   private async beat(): Promise<void> {
     const r = this.requireRegistration();
+    let lost: boolean;
     try {
-      await this.client.passCheck(serviceCheckId(r.serviceId));
+      lost = !(await this.confirmRegistered(r));
       if (this.heartbeatFailing) this.logger.log(`Heartbeat of "${r.serviceId}" recovered`);
       this.heartbeatFailing = false;
     } catch (error) {
       if (this.shuttingDown) return;
-      if (!isUnknownCheck(error)) {
-        // Logged once per outage, not once per beat.
-        if (!this.heartbeatFailing) {
-          this.logger.warn(`Heartbeat of "${r.serviceId}" failed: ${(error as Error).message}`);
-        }
-        this.heartbeatFailing = true;
-        return;
+      lost = isUnknownCheck(error);
+      // Logged once per outage, not once per beat.
+      if (!lost && !this.heartbeatFailing) {
+        this.logger.warn(`Heartbeat of "${r.serviceId}" failed: ${(error as Error).message}`);
       }
-      this.heartbeatFailing = false;
-      this.logger.warn(`Consul lost "${r.serviceId}" (agent restarted?); registering it again`);
-      try {
-        await this.provider.registerOrThrow(r, true, { attempts: 1 });
-      } catch (retryError) {
-        this.logger.warn(
-          `Re-registration of "${r.serviceId}" failed: ${(retryError as Error).message}`,
-        );
-      }
+      this.heartbeatFailing = !lost;
     }
+    if (!lost || this.shuttingDown) return;
+    this.logger.warn(`Consul lost "${r.serviceId}" (agent restarted?); registering it again`);
+    try {
+      await this.provider.registerOrThrow(r, true, { attempts: 1 });
+    } catch (error) {
+      this.logger.warn(`Re-registration of "${r.serviceId}" failed: ${(error as Error).message}`);
+    }
+  }
+
+  /** TTL: the pass itself (an unknown check rejects); otherwise: is it among the local services? */
+  private async confirmRegistered(r: RegistrationFields): Promise<boolean> {
+    if (r.healthCheck && 'ttl' in r.healthCheck) {
+      await this.client.passCheck(serviceCheckId(r.serviceId));
+      return true;
+    }
+    return this.client.hasLocalService(r.serviceId);
   }
 
   private stopHeartbeat(): void {

@@ -12,14 +12,10 @@ export type {
 export type {
   DiscoveryQuery,
   HealthCheck,
-  HttpHealthCheck,
   ServiceDiscoveryProtocol,
   ServiceInstance,
   ServiceRegistration,
-  TcpHealthCheck,
-  TtlHealthCheck,
 } from './protocol/service-discovery.protocol.js';
-export type { Freshness } from './watch/service-watch.js';
 export {
   ConsulResponseError,
   DiscoveryError,

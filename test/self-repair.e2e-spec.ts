@@ -1,3 +1,5 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { TestingModule } from '@nestjs/testing';
 import { DiscoveryService, type DiscoveryModuleOptions } from '../lib/index.js';
 import { CapturingLogger, FAST_RETRY, TestApps } from './support/fixtures/lifecycle.fixture.js';
@@ -117,5 +119,35 @@ describe('self-repair', () => {
     );
     expect(misses).toEqual([]);
     expectSameRegistration(await passing(name), name);
+  });
+
+  it('an HTTP-checked instance (no TTL to pass) is also back after an agent restart', async () => {
+    const name = 'repair-http';
+    const health: Server = createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((resolve) => health.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(health.address() as AddressInfo).port}/health`;
+      // interval 3 s × intervalRatio 1/3: the registration is confirmed every second.
+      await apps.start({ ...options(name), healthCheck: { http: url, interval: '3s' } });
+      const registered = async (): Promise<boolean> =>
+        Object.hasOwn(await agent.api().agentServices(), `${name}-1`);
+      expect(await registered()).toBe(true);
+
+      await agent.restart();
+      const started = performance.now();
+      await waitFor(registered, {
+        timeoutMs: REPAIR_BOUND_MS + 5_000,
+        intervalMs: 20,
+        message: `${name}-1 registered again after the restart`,
+      });
+      expect(performance.now() - started).toBeLessThan(REPAIR_BOUND_MS);
+      const [check] = Object.values(await agent.api().agentChecks()).filter(
+        (c) => c.ServiceID === `${name}-1`,
+      );
+      expect(check?.CheckID).toBe(`service:${name}-1`);
+    } finally {
+      await apps.closeAll();
+      await new Promise<void>((resolve) => health.close(() => resolve()));
+    }
   });
 });

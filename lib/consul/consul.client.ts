@@ -115,6 +115,17 @@ export class ConsulClient {
     );
   }
 
+  /** Whether the local agent holds a service with this id (`/v1/agent/services`). */
+  async hasLocalService(serviceId: string, options: CallOptions = {}): Promise<boolean> {
+    const [, services] = await this.call(
+      'agent.services',
+      options,
+      this.settings.timeoutMs,
+      (raw) => this.client.agent.service.list(raw),
+    );
+    return Object.hasOwn(services, serviceId);
+  }
+
   /** Instances of `name` whose checks all pass, sorted by `serviceId`. */
   async healthyInstances(name: string, options: ReadOptions = {}): Promise<ServiceInstance[]> {
     const [, entries] = await this.call('health.service', options, this.settings.timeoutMs, (raw) =>

@@ -4,6 +4,7 @@ import type { EventEmitter } from 'node:events';
 export interface RawConsulClient {
   agent: {
     service: {
+      list(opts: RawCallOptions): Promise<[RawResponse, Record<string, unknown>]>;
       register(opts: RawCallOptions & { body?: never } & Record<string, unknown>): Promise<unknown>;
       deregister(opts: RawCallOptions & { id: string }): Promise<unknown>;
     };
