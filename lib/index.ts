@@ -1,21 +1,21 @@
+// The public API, exactly DESIGN §2. Folder barrels hold more; only these names are public.
 export { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discovery.constants.js';
 export { DiscoveryModule } from './discovery.module.js';
 export type { DiscoveryModuleAsyncOptions } from './discovery.module-definition.js';
 export { DiscoveryService } from './discovery.service.js';
-export { ConsulClient } from './consul/consul.client.js';
-export { ConsulDiscoveryProvider } from './consul/consul-discovery.provider.js';
-export { DiscoverySettings } from './settings/discovery.settings.js';
-export type {
-  DiscoveryModuleOptions,
-  DiscoveryOptionsFactory,
-} from './settings/discovery-module-options.interface.js';
+export { ConsulClient, ConsulDiscoveryProvider } from './consul/index.js';
+export {
+  DiscoverySettings,
+  type DiscoveryModuleOptions,
+  type DiscoveryOptionsFactory,
+} from './settings/index.js';
 export type {
   DiscoveryQuery,
   HealthCheck,
   ServiceDiscoveryProtocol,
   ServiceInstance,
   ServiceRegistration,
-} from './protocol/service-discovery.protocol.js';
+} from './protocol/index.js';
 export {
   ConsulResponseError,
   DiscoveryError,
