@@ -54,7 +54,28 @@ fetch() {
   elif command -v wget >/dev/null 2>&1; then wget -q -O "$deb" "$1"
   else return 1; fi
 }
-fetch "${mirror%/}/$DEB_POOL_PATH" || fail "could not download $DEB_POOL_PATH from the configured Debian mirror (bullseye may no longer be served)"
+
+# Without curl/wget: apt-get download with a private APT_CONFIG, so the system's apt state and
+# its apt.conf.d hooks are left alone.
+apt_download() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  local a="$tmp/apt"
+  mkdir -p "$a/etc/preferences.d" "$a/etc/apt.conf.d" "$a/state/lists/partial" "$a/cache/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror%/} bullseye main" >"$a/etc/sources.list"
+  cat >"$a/apt.conf" <<CONF
+Dir::Etc "$a/etc";
+Dir::Etc::sourcelist "$a/etc/sources.list";
+Dir::Etc::sourceparts "-";
+Dir::State "$a/state";
+Dir::Cache "$a/cache";
+CONF
+  APT_CONFIG="$a/apt.conf" apt-get -qq update >/dev/null 2>&1 &&
+    (cd "$tmp" && APT_CONFIG="$a/apt.conf" apt-get -qq download "consul=1.8.7+dfsg1-2+b3" >/dev/null 2>&1) &&
+    mv "$tmp"/consul_*.deb "$deb"
+}
+
+fetch "${mirror%/}/$DEB_POOL_PATH" || apt_download ||
+  fail "could not download $DEB_POOL_PATH from the configured Debian mirror (bullseye may no longer be served)"
 echo "$DEB_SHA256  $deb" | sha256sum -c --status - || fail "checksum mismatch for the downloaded Consul package"
 
 rm -rf "$LOCAL_DIR"
