@@ -6,14 +6,15 @@ import {
   type DiscoveryModuleOptions,
   type ServiceDiscoveryProtocol,
 } from '../lib/index.js';
+import { FAST_RETRY, TestApps, startRequestTap } from './support/fixtures/lifecycle.fixture.js';
 import {
   CapturingLogger,
-  FAST_RETRY,
-  TestApps,
   errorText,
-  startRequestTap,
-} from './support/fixtures/lifecycle.fixture.js';
-import { startConsulAgent, stopAllAgents, waitFor, type ConsulAgent } from './support/index.js';
+  startConsulAgent,
+  stopAllAgents,
+  waitFor,
+  type ConsulAgent,
+} from './support/index.js';
 
 // ACL agent (default deny, master token): 403s at boot name the missing permission or the
 // unknown token, the token never shows up in logs or errors, and a token scoped to the service

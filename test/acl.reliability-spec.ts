@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { inspect } from 'node:util';
-import type { INestApplicationContext, LoggerService } from '@nestjs/common';
+import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { firstValueFrom, filter, take, timeout } from 'rxjs';
@@ -16,39 +16,16 @@ import {
   type DiscoveryModuleOptions,
   type ServiceDiscoveryProtocol,
 } from '../lib/index.js';
-import { startConsulAgent, stopAllAgents, waitFor, type ConsulAgent } from './support/index.js';
+import {
+  CapturingLogger,
+  startConsulAgent,
+  stopAllAgents,
+  waitFor,
+  type ConsulAgent,
+} from './support/index.js';
 
 // ACL reliability against a real 1.8.7 agent (default deny): refusals are clear 403s, a scoped
 // token works end to end, and no token ever shows up in a log line, an error or a request line.
-
-/** Every line any Nest logger printed during the run, with its level. */
-class CaptureLogger implements LoggerService {
-  readonly lines: string[] = [];
-  private push(level: string, message: unknown, params: unknown[]): void {
-    const parts = [message, ...params].map((p) =>
-      typeof p === 'string' ? p : p instanceof Error ? `${String(p)}\n${p.stack}` : inspect(p),
-    );
-    this.lines.push(`${level} ${parts.join(' ')}`);
-  }
-  log(message: unknown, ...params: unknown[]): void {
-    this.push('LOG', message, params);
-  }
-  error(message: unknown, ...params: unknown[]): void {
-    this.push('ERROR', message, params);
-  }
-  warn(message: unknown, ...params: unknown[]): void {
-    this.push('WARN', message, params);
-  }
-  debug(message: unknown, ...params: unknown[]): void {
-    this.push('DEBUG', message, params);
-  }
-  verbose(message: unknown, ...params: unknown[]): void {
-    this.push('VERBOSE', message, params);
-  }
-  fatal(message: unknown, ...params: unknown[]): void {
-    this.push('FATAL', message, params);
-  }
-}
 
 /**
  * A TCP proxy that logs every HTTP request line it forwards. (The harness's counting proxy only
@@ -125,7 +102,7 @@ describe('ACL (default deny) reliability', () => {
   let wrongToken: string; // write on another service only
   let scopedToken: string; // write on "orders" + the reads discovery needs
   let retryToken = ''; // refused at first, granted later
-  const logger = new CaptureLogger();
+  const logger = new CapturingLogger();
   /** Every rendering of every error the library handed us. */
   const errorTexts: string[] = [];
   const apps: { close(): Promise<unknown> }[] = [];
@@ -140,6 +117,15 @@ describe('ACL (default deny) reliability', () => {
     );
     return error;
   };
+
+  /** What `work` rejects with (undefined if it resolves), recorded for the leak check. */
+  const rejection = async (work: Promise<unknown>): Promise<unknown> =>
+    record(
+      await work.then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+    );
 
   const options = (token: string | undefined, extra: DiscoveryModuleOptions = {}) =>
     ({
@@ -187,12 +173,7 @@ describe('ACL (default deny) reliability', () => {
   it('failFast boot with a token lacking service:write rejects with a clear 403 ConsulResponseError', async () => {
     const before = proxy.requests('/v1/agent/service/register').length;
     const moduleRef = await compile(options(wrongToken, { retry: { failFast: true } }));
-    const error = record(
-      await moduleRef.init().then(
-        () => undefined,
-        (e: unknown) => e,
-      ),
-    );
+    const error = await rejection(moduleRef.init());
     expect(error).toBeInstanceOf(ConsulResponseError);
     const refused = error as ConsulResponseError;
     expect(refused.status).toBe(403);
@@ -209,7 +190,7 @@ describe('ACL (default deny) reliability', () => {
     const moduleRef = await compile(options(wrongToken, { autoRegister: false }));
     await moduleRef.init();
     const provider = moduleRef.get<ServiceDiscoveryProtocol>(DISCOVERY_PROVIDER);
-    const from = logger.lines.length;
+    const from = logger.entries.length;
     const before = proxy.requests('/v1/agent/service/register').length;
     const ok = await provider.register({
       name: NAME,
@@ -220,11 +201,11 @@ describe('ACL (default deny) reliability', () => {
     });
     expect(ok).toBe(false);
     expect(proxy.requests('/v1/agent/service/register').length - before).toBe(1);
-    const mentions = logger.lines.slice(from).filter((line) => line.includes('orders-acl-1'));
+    const mentions = logger.entries.slice(from).filter((e) => e.text.includes('orders-acl-1'));
     expect(mentions).toHaveLength(1);
-    expect(mentions[0]).toMatch(/^WARN /);
-    expect(mentions[0]).toMatch(/HTTP 403/);
-    expect(mentions[0]).toContain(`service:write on ${NAME}`);
+    expect(mentions[0].level).toBe('warn');
+    expect(mentions[0].text).toMatch(/HTTP 403/);
+    expect(mentions[0].text).toContain(`service:write on ${NAME}`);
 
     // Reads with a token that cannot read the name are filtered, not refused (Consul's rule).
     await agent.api().registerService({
@@ -306,12 +287,7 @@ describe('ACL (default deny) reliability', () => {
 
   it('an unknown token gives a clear 403 "ACL not found" for boot, register and discover', async () => {
     const failFast = await compile(options(UNKNOWN, { retry: { failFast: true } }));
-    const bootError = record(
-      await failFast.init().then(
-        () => undefined,
-        (e: unknown) => e,
-      ),
-    );
+    const bootError = await rejection(failFast.init());
     expect(bootError).toBeInstanceOf(ConsulResponseError);
     expect((bootError as ConsulResponseError).status).toBe(403);
     expect((bootError as ConsulResponseError).consulMessage).toMatch(/ACL not found/);
@@ -320,20 +296,18 @@ describe('ACL (default deny) reliability', () => {
     const moduleRef = await compile(options(UNKNOWN, { autoRegister: false }));
     await moduleRef.init();
     const provider = moduleRef.get<ServiceDiscoveryProtocol>(DISCOVERY_PROVIDER);
-    const from = logger.lines.length;
+    const from = logger.entries.length;
     expect(await provider.register({ name: NAME, serviceId: 'orders-acl-2', port: 4104 })).toBe(
       false,
     );
-    const mentions = logger.lines.slice(from).filter((line) => line.includes('orders-acl-2'));
+    const mentions = logger
+      .lines()
+      .slice(from)
+      .filter((line) => line.includes('orders-acl-2'));
     expect(mentions).toHaveLength(1);
     expect(mentions[0]).toMatch(/HTTP 403: ACL not found/);
 
-    const discoverError = record(
-      await provider.discover(NAME).then(
-        () => undefined,
-        (e: unknown) => e,
-      ),
-    );
+    const discoverError = await rejection(provider.discover(NAME));
     expect(discoverError).toBeInstanceOf(ConsulResponseError);
     expect((discoverError as ConsulResponseError).status).toBe(403);
     expect((discoverError as Error).message).toMatch(/ACL not found/);
@@ -352,10 +326,13 @@ describe('ACL (default deny) reliability', () => {
     const moduleRef = await compile(
       options(retryToken, { retry: { maxAttempts: 3, initialDelayMs: 20, maxDelayMs: 100 } }),
     );
-    const from = logger.lines.length;
+    const from = logger.entries.length;
     const before = proxy.requests('/v1/agent/service/register').length;
     await moduleRef.init(); // completes at once
-    const cause = logger.lines.slice(from).filter((line) => /HTTP 403/.test(line));
+    const cause = logger
+      .lines()
+      .slice(from)
+      .filter((line) => /HTTP 403/.test(line));
     expect(cause.length).toBeGreaterThanOrEqual(1);
     expect(cause[0]).toContain(`service:write on ${NAME}`);
 
@@ -364,7 +341,7 @@ describe('ACL (default deny) reliability', () => {
     await waitFor(() => proxy.requests('/v1/agent/service/register').length - before >= 3, {
       timeoutMs: 5_000,
       message: `background registration did not keep retrying after a 403 (log: ${JSON.stringify(
-        logger.lines.slice(from),
+        logger.lines().slice(from),
       )})`,
     });
 
@@ -401,9 +378,9 @@ describe('ACL (default deny) reliability', () => {
   it('no token string appears in any log line, error rendering or request line', () => {
     const tokens = [MASTER, UNKNOWN, wrongToken, scopedToken, retryToken];
     for (const token of tokens) expect(token).toMatch(/^[0-9a-z-]{20,}$/);
-    expect(logger.lines.length).toBeGreaterThan(5);
+    expect(logger.entries.length).toBeGreaterThan(5);
     expect(errorTexts.length).toBeGreaterThan(5);
-    const haystacks = [...logger.lines, ...errorTexts, ...proxy.requestLines];
+    const haystacks = [...logger.lines(), ...errorTexts, ...proxy.requestLines];
     for (const token of tokens) {
       const leaks = haystacks.filter((text) => text.includes(token));
       expect(leaks).toEqual([]);

@@ -5,14 +5,10 @@ import {
   DiscoveryUnavailableError,
   type DiscoveryModuleOptions,
 } from '../lib/index.js';
+import { FAST_RETRY, TestApps, backoffBudgetMs } from './support/fixtures/lifecycle.fixture.js';
 import {
   CapturingLogger,
-  FAST_RETRY,
-  TestApps,
-  backoffBudgetMs,
   errorText,
-} from './support/fixtures/lifecycle.fixture.js';
-import {
   startConsulAgent,
   startCountingProxy,
   stopAllAgents,

@@ -2,8 +2,7 @@ import 'reflect-metadata';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { inspect } from 'node:util';
-import type { INestApplicationContext, LoggerService } from '@nestjs/common';
+import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
   CONSUL_CLIENT,
@@ -16,6 +15,7 @@ import {
   type ServiceInstance,
 } from '../lib/index.js';
 import {
+  CapturingLogger,
   startConsulAgent,
   startCountingProxy,
   stopAllAgents,
@@ -49,25 +49,6 @@ const WATCH_LAG_ALLOWANCE_MS = 2_000;
  */
 const HEAP_TOLERANCE_BYTES = 24 * 1024 * 1024;
 
-class CaptureLogger implements LoggerService {
-  readonly lines: string[] = [];
-  private push(level: string, message: unknown, params: unknown[]): void {
-    const parts = [message, ...params].map((p) => (typeof p === 'string' ? p : inspect(p)));
-    this.lines.push(`${level} ${parts.join(' ')}`);
-  }
-  log(message: unknown, ...params: unknown[]): void {
-    this.push('LOG', message, params);
-  }
-  error(message: unknown, ...params: unknown[]): void {
-    this.push('ERROR', message, params);
-  }
-  warn(message: unknown, ...params: unknown[]): void {
-    this.push('WARN', message, params);
-  }
-  debug(): void {}
-  verbose(): void {}
-}
-
 /** A full GC: `global.gc` when node runs with --expose-gc, else one made available at runtime. */
 function fullGc(): () => void {
   const exposed = (globalThis as { gc?: () => void }).gc;
@@ -96,7 +77,7 @@ const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 describe('churn under load', () => {
   let agent: ConsulAgent;
   let proxy: CountingProxy;
-  const logger = new CaptureLogger();
+  const logger = new CapturingLogger();
   const figures: string[] = [];
 
   const options = (): DiscoveryModuleOptions => ({
@@ -184,7 +165,7 @@ describe('churn under load', () => {
       const client = app.get<ConsulClient>(CONSUL_CLIENT);
       const appRef = new WeakRef(app);
       const clientRef = new WeakRef(client);
-      const logFrom = logger.lines.length;
+      const logFrom = logger.entries.length;
 
       const subscription = service.watch(NAME).subscribe();
       await waitFor(() => service.snapshot(NAME), {
@@ -415,7 +396,9 @@ describe('churn under load', () => {
         timeoutMs: 5_000,
         message: 'the watch still serves instances after the churn',
       });
-      const warnings = logger.lines.slice(logFrom).filter((l) => /^(WARN|ERROR)/.test(l));
+      const warnings = logger.entries
+        .slice(logFrom)
+        .filter((e) => e.level === 'warn' || e.level === 'error');
       expect(warnings).toEqual([]);
 
       // ---- close: no in-flight request, no open connection, heap back near the baseline -------

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Inject, Injectable, Module, type INestApplicationContext } from '@nestjs/common';
@@ -17,7 +17,12 @@ import {
   type ServiceDiscoveryProtocol,
   type ServiceInstance,
 } from '../lib/index.js';
-import { startConsulAgent, stopAllAgents, waitFor, type ConsulAgent } from './support/index.js';
+import {
+  persistedCheck,
+  startConsulAgent,
+  stopAllAgents,
+  type ConsulAgent,
+} from './support/index.js';
 
 // DiscoveryModule wiring (forRoot / forRootAsync / isGlobal), what the agent holds after init,
 // and what it no longer holds after close — all against one real Consul dev agent.
@@ -73,32 +78,6 @@ class ExistingDiscoveryConfig implements DiscoveryOptionsFactory {
 
 @Module({ providers: [ExistingDiscoveryConfig], exports: [ExistingDiscoveryConfig] })
 class DiscoveryConfigModule {}
-
-/** Check definition as the agent persisted it (1.8.7's API answers `Definition: {}`). */
-interface PersistedCheckType {
-  TTL: number;
-  DeregisterCriticalServiceAfter: number;
-}
-
-async function persistedChecks(): Promise<Map<string, PersistedCheckType>> {
-  const dir = path.join(dataDir, 'checks');
-  const files = await readdir(dir).catch(() => [] as string[]);
-  const out = new Map<string, PersistedCheckType>();
-  for (const file of files) {
-    const text = await readFile(path.join(dir, file), 'utf8').catch(() => '');
-    if (!text) continue;
-    const parsed = JSON.parse(text) as { Check: { CheckID: string }; ChkType: PersistedCheckType };
-    out.set(parsed.Check.CheckID, parsed.ChkType);
-  }
-  return out;
-}
-
-function persistedCheck(checkId: string): Promise<PersistedCheckType> {
-  return waitFor(async () => (await persistedChecks()).get(checkId), {
-    timeoutMs: 3000,
-    message: `agent persisted no definition of ${checkId}`,
-  });
-}
 
 const open = new Set<INestApplicationContext>();
 
@@ -193,7 +172,7 @@ describe('DiscoveryModule.forRoot', () => {
       Type: 'ttl',
       Status: 'passing',
     });
-    expect(await persistedCheck('service:orders-1')).toMatchObject({
+    expect(await persistedCheck(dataDir, 'service:orders-1')).toMatchObject({
       TTL: 2e9,
       DeregisterCriticalServiceAfter: 60e9,
     });
@@ -343,7 +322,7 @@ describe('DiscoveryModule.forRootAsync', () => {
 
       // What reached Consul is what those settings say.
       await expectRegisteredNow('billing', id, 3107);
-      expect(await persistedCheck(`service:${id}`)).toMatchObject({
+      expect(await persistedCheck(dataDir, `service:${id}`)).toMatchObject({
         TTL: 10e9,
         DeregisterCriticalServiceAfter: 60e9,
       });

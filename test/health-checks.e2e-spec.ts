@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -13,7 +13,13 @@ import {
   type DiscoveryModuleOptions,
   type ServiceDiscoveryProtocol,
 } from '../lib/index.js';
-import { startConsulAgent, stopAllAgents, waitFor, type ConsulAgent } from './support/index.js';
+import {
+  persistedCheck,
+  startConsulAgent,
+  stopAllAgents,
+  waitFor,
+  type ConsulAgent,
+} from './support/index.js';
 
 // HTTP, TCP and TTL checks run by a real Consul dev agent against endpoints served by this test
 // (127.0.0.1 only), and the check definitions the agent ends up holding.
@@ -82,44 +88,6 @@ function startTcpEndpoint(): Promise<TcpEndpoint> {
           }),
       });
     });
-  });
-}
-
-// ---- check definitions as the agent persisted them --------------------------------------------
-
-/**
- * 1.8.7's API answers `Definition: {}` for every check; with `-data-dir` the (dev) agent writes
- * each check's definition to `<data-dir>/checks/*` instead, durations in nanoseconds.
- */
-interface PersistedCheckType {
-  HTTP: string;
-  Header: Record<string, string[]> | null;
-  Method: string;
-  TCP: string;
-  TTL: number;
-  Interval: number;
-  Timeout: number;
-  TLSSkipVerify: boolean;
-  DeregisterCriticalServiceAfter: number;
-}
-
-async function persistedChecks(): Promise<Map<string, PersistedCheckType>> {
-  const dir = path.join(dataDir, 'checks');
-  const files = await readdir(dir).catch(() => [] as string[]);
-  const out = new Map<string, PersistedCheckType>();
-  for (const file of files) {
-    const text = await readFile(path.join(dir, file), 'utf8').catch(() => '');
-    if (!text) continue;
-    const parsed = JSON.parse(text) as { Check: { CheckID: string }; ChkType: PersistedCheckType };
-    out.set(parsed.Check.CheckID, parsed.ChkType);
-  }
-  return out;
-}
-
-function persistedCheck(checkId: string): Promise<PersistedCheckType> {
-  return waitFor(async () => (await persistedChecks()).get(checkId), {
-    timeoutMs: 3000,
-    message: `agent persisted no definition of ${checkId}`,
   });
 }
 
@@ -198,7 +166,7 @@ describe('health checks run by the agent', () => {
     expect(passing).toMatchObject({ Type: 'http', Status: 'passing', ServiceID: 'web-1' });
     expect(passing.Output).toContain(`HTTP GET ${url}: 200 OK`);
     expect(seen.some((r) => r.path === '/health/web' && r.method === 'GET')).toBe(true);
-    expect(await persistedCheck('service:web-1')).toMatchObject({
+    expect(await persistedCheck(dataDir, 'service:web-1')).toMatchObject({
       HTTP: url,
       Interval: 1e9,
       Timeout: 5e9, // the default
@@ -267,7 +235,7 @@ describe('health checks run by the agent', () => {
     expect((await app.get(DiscoveryService).discover('worker')).map((i) => i.serviceId)).toEqual([
       'worker-1',
     ]);
-    expect(await persistedCheck('service:worker-1')).toMatchObject({
+    expect(await persistedCheck(dataDir, 'service:worker-1')).toMatchObject({
       TTL: 2e9,
       HTTP: '',
       TCP: '',
@@ -299,7 +267,7 @@ describe('check definitions the agent holds', () => {
     ).resolves.toBe(true);
     cleanups.push(() => agent.api().deregisterService('api-1'));
 
-    expect(await persistedCheck('service:api-1')).toMatchObject({
+    expect(await persistedCheck(dataDir, 'service:api-1')).toMatchObject({
       HTTP: url,
       Method: 'POST',
       Header: { 'X-Probe': ['yes'], 'X-Multi': ['a', 'b'] },
@@ -349,7 +317,7 @@ describe('check definitions the agent holds', () => {
     ).resolves.toBe(true);
     cleanups.push(() => agent.api().deregisterService('db-1'));
 
-    expect(await persistedCheck('service:slow-1')).toMatchObject({
+    expect(await persistedCheck(dataDir, 'service:slow-1')).toMatchObject({
       HTTP: `${httpBase}/probe/slow`,
       Method: '',
       Header: null,
@@ -358,7 +326,7 @@ describe('check definitions the agent holds', () => {
       TLSSkipVerify: false,
       DeregisterCriticalServiceAfter: 0,
     });
-    expect(await persistedCheck('service:db-1')).toMatchObject({
+    expect(await persistedCheck(dataDir, 'service:db-1')).toMatchObject({
       TCP: tcp.target,
       HTTP: '',
       Interval: 10e9,

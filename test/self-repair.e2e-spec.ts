@@ -2,8 +2,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TestingModule } from '@nestjs/testing';
 import { DiscoveryService, type DiscoveryModuleOptions } from '../lib/index.js';
-import { CapturingLogger, FAST_RETRY, TestApps } from './support/fixtures/lifecycle.fixture.js';
+import { FAST_RETRY, TestApps } from './support/fixtures/lifecycle.fixture.js';
 import {
+  CapturingLogger,
   startConsulAgent,
   stopAllAgents,
   waitFor,

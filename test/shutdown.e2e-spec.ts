@@ -1,6 +1,5 @@
 import type { DiscoveryModuleOptions } from '../lib/index.js';
 import {
-  CapturingLogger,
   FAST_RETRY,
   TestApps,
   killLifecycleChildren,
@@ -9,7 +8,13 @@ import {
   type LifecycleChild,
   type RequestTap,
 } from './support/fixtures/lifecycle.fixture.js';
-import { startConsulAgent, stopAllAgents, waitFor, type ConsulAgent } from './support/index.js';
+import {
+  CapturingLogger,
+  startConsulAgent,
+  stopAllAgents,
+  waitFor,
+  type ConsulAgent,
+} from './support/index.js';
 
 // Clean exit (DESIGN §4.3): a process that closes its app ends on its own within 2 s (no open
 // handles, also with a live watch); a SIGTERM'd process is gone from Consul before it exits and

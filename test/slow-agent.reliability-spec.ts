@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { Module, type INestApplicationContext, type LoggerService } from '@nestjs/common';
+import { Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
   DISCOVERY_PROVIDER,
@@ -8,7 +8,9 @@ import {
   DiscoveryUnavailableError,
   type ServiceDiscoveryProtocol,
 } from '../lib/index.js';
+import { backoffBudgetMs } from './support/fixtures/lifecycle.fixture.js';
 import {
+  CapturingLogger,
   freePort,
   reportReliability,
   startConsulAgent,
@@ -30,28 +32,11 @@ const TIMEOUT_MS = 500;
 const SLOW_MS = 2_000; // every answer arrives this late: 4× TIMEOUT_MS
 const RETRY = { maxAttempts: 4, initialDelayMs: 200, maxDelayMs: 1_000 };
 /** maxAttempts × timeout + the largest possible backoff sum (full jitter: each ≤ its ceiling). */
-const RETRY_BOUND_MS =
-  RETRY.maxAttempts * TIMEOUT_MS +
-  Array.from({ length: RETRY.maxAttempts - 1 }, (_, n) =>
-    Math.min(RETRY.maxDelayMs, RETRY.initialDelayMs * 2 ** n),
-  ).reduce((a, b) => a + b, 0);
+const RETRY_BOUND_MS = RETRY.maxAttempts * TIMEOUT_MS + backoffBudgetMs(RETRY);
 const SHUTDOWN_TIMEOUT_MS = 1_500;
 const MARGIN_MS = 1_000; // timer lag on a loaded 2-core machine
 const SERVICE = 'slow-svc';
 const SELF_ID = `${SERVICE}-1`;
-
-class CapturingLogger implements LoggerService {
-  readonly lines: string[] = [];
-  log(message: unknown): void {
-    this.lines.push(`log ${String(message)}`);
-  }
-  warn(message: unknown): void {
-    this.lines.push(`warn ${String(message)}`);
-  }
-  error(message: unknown): void {
-    this.lines.push(`error ${String(message)}`);
-  }
-}
 
 let agent: ConsulAgent;
 let proxy: CountingProxy;
@@ -136,7 +121,7 @@ it('a slow agent: bounded discover, register false, close within shutdownTimeout
   const close = await timed(closing.close());
   expect(close.error).toBeUndefined();
   expect(close.ms).toBeLessThanOrEqual(SHUTDOWN_TIMEOUT_MS + MARGIN_MS);
-  expect(logger.lines.join('\n')).toMatch(/Could not deregister "slow-svc-1"/);
+  expect(logger.lines().join('\n')).toMatch(/Could not deregister "slow-svc-1"/);
   // Every socket of the client is gone (in-flight requests aborted, keep-alive destroyed).
   await waitFor(() => proxy.openConnections === 0, {
     timeoutMs: 2_000,

@@ -3,8 +3,6 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { inspect } from 'node:util';
-import type { LoggerService } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { filter, firstValueFrom, take, timeout } from 'rxjs';
 import {
@@ -19,6 +17,7 @@ import {
   type ServiceDiscoveryProtocol,
 } from '../lib/index.js';
 import {
+  CapturingLogger,
   httpsRequest,
   makeTestCa,
   startConsulAgent,
@@ -34,25 +33,6 @@ import {
 // or as PEM text), refuses a server its CA did not sign with a clear error, and does mTLS when
 // the agent has verify_incoming.
 
-class CaptureLogger implements LoggerService {
-  readonly lines: string[] = [];
-  private push(level: string, message: unknown, params: unknown[]): void {
-    const parts = [message, ...params].map((p) => (typeof p === 'string' ? p : inspect(p)));
-    this.lines.push(`${level} ${parts.join(' ')}`);
-  }
-  log(message: unknown, ...params: unknown[]): void {
-    this.push('LOG', message, params);
-  }
-  error(message: unknown, ...params: unknown[]): void {
-    this.push('ERROR', message, params);
-  }
-  warn(message: unknown, ...params: unknown[]): void {
-    this.push('WARN', message, params);
-  }
-  debug(): void {}
-  verbose(): void {}
-}
-
 const TLS_ERROR = /certificate|self[- ]signed|unable to verify/i;
 
 describe('TLS reliability', () => {
@@ -61,7 +41,7 @@ describe('TLS reliability', () => {
   let otherCa: TestCa;
   let agent: ConsulAgent; // https, no client certs required
   let mtlsAgent: ConsulAgent; // https with verify_incoming
-  const logger = new CaptureLogger();
+  const logger = new CapturingLogger();
   const apps: TestingModule[] = [];
 
   const tlsOptions = (
@@ -232,7 +212,7 @@ describe('TLS reliability', () => {
     expect(await provider.register({ name: 'tls-svc', serviceId: 'tls-svc-2', port: 4202 })).toBe(
       false,
     );
-    const logged = logger.lines.filter((line) => line.includes('tls-svc-2'));
+    const logged = logger.lines().filter((line) => line.includes('tls-svc-2'));
     expect(logged).toHaveLength(1);
     expect(logged[0]).toMatch(TLS_ERROR);
 

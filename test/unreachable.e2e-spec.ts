@@ -11,7 +11,6 @@ import {
   type ServiceRegistration,
 } from '../lib/index.js';
 import {
-  CapturingLogger,
   FAST_RETRY,
   TestApps,
   startRequestTap,
@@ -19,6 +18,7 @@ import {
   type RequestTap,
 } from './support/fixtures/lifecycle.fixture.js';
 import {
+  CapturingLogger,
   freePort,
   startConsulAgent,
   startCountingProxy,

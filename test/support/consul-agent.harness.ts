@@ -1,8 +1,15 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { consulApi, type ConsulApi } from './consul-api.harness.js';
-import { freePort } from './counting-proxy.harness.js';
+import {
+  AGENT_LOG_CAP,
+  AgentProcessBase,
+  logTail,
+  pickAgentPorts,
+  spawnAgentProcess,
+  type AgentPorts,
+} from './consul-process.harness.js';
 import { delay, waitFor } from './wait-for.harness.js';
 
 export interface ConsulAgentOptions {
@@ -50,7 +57,6 @@ export interface ConsulAgent {
 const STOP_GRACE_MS = 2_000;
 const FRESH_PORT_ATTEMPTS = 5;
 const SAME_PORT_RETRY_MS = 10_000;
-const LOG_CAP = 1 << 20;
 
 let cachedBin: string | undefined;
 
@@ -92,7 +98,12 @@ export async function startConsulAgent(options: ConsulAgentOptions = {}): Promis
   const bind = options.bind ?? '127.0.0.1';
   let lastError: unknown;
   for (let attempt = 1; attempt <= FRESH_PORT_ATTEMPTS; attempt++) {
-    const agent = new ConsulAgentProcess(bin, bind, await pickPorts(bind, !!options.tls), options);
+    const agent = new ConsulAgentProcess(
+      bin,
+      bind,
+      await pickAgentPorts(bind, !!options.tls),
+      options,
+    );
     agents.add(agent); // before launch: stopAllAgents must also reach an agent still starting
     try {
       await agent.launch();
@@ -109,32 +120,6 @@ export async function startConsulAgent(options: ConsulAgentOptions = {}): Promis
   });
 }
 
-interface Ports {
-  http: number;
-  server: number;
-  serfLan: number;
-  https?: number;
-}
-
-async function pickPorts(bind: string, https: boolean): Promise<Ports> {
-  const taken = new Set<number>();
-  const next = async (): Promise<number> => {
-    for (;;) {
-      const port = await freePort(bind);
-      if (!taken.has(port)) {
-        taken.add(port);
-        return port;
-      }
-    }
-  };
-  return {
-    http: await next(),
-    server: await next(),
-    serfLan: await next(),
-    https: https ? await next() : undefined,
-  };
-}
-
 class AddressInUseError extends Error {}
 
 interface Run {
@@ -142,26 +127,18 @@ interface Run {
   closed: Promise<void>;
 }
 
-class ConsulAgentProcess implements ConsulAgent {
+class ConsulAgentProcess extends AgentProcessBase implements ConsulAgent {
   private run: Run | undefined;
-  private log = '';
 
   constructor(
     readonly bin: string,
-    readonly bind: string,
-    private readonly ports: Ports,
+    bind: string,
+    ports: AgentPorts,
     private readonly options: ConsulAgentOptions,
-  ) {}
+  ) {
+    super(bind, ports);
+  }
 
-  get httpPort(): number {
-    return this.ports.http;
-  }
-  get httpAddr(): string {
-    return `${this.bind}:${this.ports.http}`;
-  }
-  get baseUrl(): string {
-    return `http://${this.httpAddr}`;
-  }
   get httpsPort(): number | undefined {
     return this.ports.https;
   }
@@ -170,12 +147,6 @@ class ConsulAgentProcess implements ConsulAgent {
   }
   get httpsBaseUrl(): string | undefined {
     return this.httpsAddr === undefined ? undefined : `https://${this.httpsAddr}`;
-  }
-  get serverPort(): number {
-    return this.ports.server;
-  }
-  get serfLanPort(): number {
-    return this.ports.serfLan;
   }
   get masterToken(): string | undefined {
     return this.options.acl?.masterToken;
@@ -186,10 +157,6 @@ class ConsulAgentProcess implements ConsulAgent {
 
   api(token = this.masterToken): ConsulApi {
     return consulApi(this.baseUrl, token);
-  }
-
-  logs(): string {
-    return this.log;
   }
 
   async start(): Promise<void> {
@@ -222,36 +189,19 @@ class ConsulAgentProcess implements ConsulAgent {
 
   /** One spawn; resolves when ready, else kills what it spawned and rejects. */
   async launch(): Promise<void> {
-    const child = spawn(this.bin, this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
     let launchLog = '';
-    const onData = (chunk: Buffer): void => {
-      const text = chunk.toString('utf8');
+    const spawned = spawnAgentProcess(this.bin, this.args(), (text) => {
       // Only the start-up lines matter here (ready or 'address already in use').
-      if (launchLog.length < LOG_CAP) launchLog += text;
-      this.append(text);
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    let spawnError: Error | undefined;
-    // 'close' (not 'exit'): the last log lines, such as "address already in use", are read by then.
-    const closed = new Promise<void>((resolve) => {
-      child.once('close', () => resolve());
-      child.on('error', (error) => {
-        spawnError ??= error;
-        resolve();
-      });
+      if (launchLog.length < AGENT_LOG_CAP) launchLog += text;
+      this.appendLog(text);
     });
+    const { child, closed } = spawned;
     processes.add(child);
     this.run = { child, closed }; // set now, so stop()/kill() also reach an agent still starting
-    const watchdog = spawnWatchdog(child);
     void closed.then(() => {
       processes.delete(child);
-      watchdog?.kill('SIGKILL');
       if (this.run?.child === child) this.run = undefined; // died on its own
     });
-    // A forgotten agent must not keep Jest's worker alive; the watchdog reaps it instead.
-    child.unref();
-    for (const stream of [child.stdout, child.stderr]) (stream as net.Socket | null)?.unref();
 
     const exitedEarly = new AbortController();
     void closed.then(() => exitedEarly.abort(new Error('agent exited')));
@@ -265,15 +215,19 @@ class ConsulAgentProcess implements ConsulAgent {
     } catch (error) {
       if (exitedEarly.signal.aborted) {
         if (/address already in use/i.test(launchLog)) {
-          throw new AddressInUseError(`Consul agent: address already in use\n${tail(launchLog)}`, {
-            cause: error,
-          });
+          throw new AddressInUseError(
+            `Consul agent: address already in use\n${logTail(launchLog)}`,
+            {
+              cause: error,
+            },
+          );
         }
+        const { spawnError } = spawned;
         const how = spawnError
           ? `failed to spawn ${this.bin}: ${spawnError.message}`
           : `exited at start (code ${child.exitCode}, signal ${child.signalCode})`;
         throw new Error(
-          `Consul agent on ${this.httpAddr} ${how}\n--- agent log tail ---\n${tail(launchLog)}`,
+          `Consul agent on ${this.httpAddr} ${how}\n--- agent log tail ---\n${logTail(launchLog)}`,
           { cause: error },
         );
       }
@@ -281,7 +235,7 @@ class ConsulAgentProcess implements ConsulAgent {
       await closed;
       throw new Error(
         `Consul agent not ready within ${readyTimeoutMs} ms: ${(error as Error).message}\n` +
-          `--- agent log tail ---\n${tail(launchLog)}`,
+          `--- agent log tail ---\n${logTail(launchLog)}`,
         { cause: error },
       );
     }
@@ -326,7 +280,7 @@ class ConsulAgentProcess implements ConsulAgent {
       });
       return res.json();
     };
-    if ((await get('/v1/status/leader')) !== `${this.bind}:${this.ports.server}`) return false;
+    if ((await get('/v1/status/leader')) !== this.serverAddr) return false;
     // With ACLs this list is filtered until the master token exists, so it also proves that.
     const nodes = await get('/v1/catalog/nodes');
     if (!Array.isArray(nodes) || nodes.length === 0) return false;
@@ -344,30 +298,6 @@ class ConsulAgentProcess implements ConsulAgent {
     clearTimeout(escalate);
     if (this.run === run) this.run = undefined;
   }
-
-  private append(text: string): void {
-    this.log += text;
-    if (this.log.length > LOG_CAP * 2) this.log = this.log.slice(-LOG_CAP);
-  }
-}
-
-/**
- * A `sh` that SIGKILLs the agent when its stdin pipe from us closes, i.e. when this process
- * dies in any way (a Jest worker killed after a timeout runs no exit handlers).
- */
-function spawnWatchdog(child: ChildProcess): ChildProcess | undefined {
-  if (child.pid === undefined) return undefined;
-  const watchdog = spawn(
-    'sh',
-    ['-c', 'read _; kill -9 "$1" 2>/dev/null', 'consul-watchdog', String(child.pid)],
-    {
-      stdio: ['pipe', 'ignore', 'ignore'],
-    },
-  );
-  watchdog.on('error', () => undefined); // best effort
-  watchdog.unref();
-  (watchdog.stdin as net.Socket | null)?.unref();
-  return watchdog;
 }
 
 function tcpConnect(host: string, port: number): Promise<void> {
@@ -380,8 +310,4 @@ function tcpConnect(host: string, port: number): Promise<void> {
     });
     socket.once('error', reject);
   });
-}
-
-function tail(log: string, lines = 40): string {
-  return log.trimEnd().split('\n').slice(-lines).join('\n');
 }

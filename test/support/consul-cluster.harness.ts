@@ -1,11 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { consulBinary } from './consul-agent.harness.js';
 import { consulApi, type ConsulApi } from './consul-api.harness.js';
-import { freePort } from './counting-proxy.harness.js';
+import {
+  AgentProcessBase,
+  logTail,
+  pickAgentPorts,
+  spawnAgentProcess,
+  type AgentPorts,
+} from './consul-process.harness.js';
 import { waitFor } from './wait-for.harness.js';
 
 // A real multi-node Consul cluster on one machine (CONSUL.md): N servers and one client agent,
@@ -55,7 +60,6 @@ export interface ConsulCluster {
 }
 
 const clusters = new Set<ClusterHandle>();
-const LOG_CAP = 1 << 20;
 const START_ATTEMPTS = 3;
 
 /** Stops every cluster started through this module. */
@@ -107,10 +111,11 @@ class ClusterHandle implements ConsulCluster {
     const clientBind = options.clientBind ?? '127.0.0.5';
     this.servers = await Promise.all(
       serverBinds.map(
-        async (bind, i) => new NodeProcess(`server-${i + 1}`, bind, true, await ports(bind)),
+        async (bind, i) =>
+          new NodeProcess(`server-${i + 1}`, bind, true, await pickAgentPorts(bind)),
       ),
     );
-    this.client = new NodeProcess('client-1', clientBind, false, await ports(clientBind));
+    this.client = new NodeProcess('client-1', clientBind, false, await pickAgentPorts(clientBind));
     const joins = (others: NodeProcess[]): string[] =>
       others.flatMap((s) => ['-retry-join', `${s.bind}:${s.serfLanPort}`]);
     for (const server of this.servers) {
@@ -128,7 +133,7 @@ class ClusterHandle implements ConsulCluster {
     const exitedEarly = new AbortController();
     for (const node of [...this.servers, this.client]) {
       void node.whenExited.then(() =>
-        exitedEarly.abort(new Error(`${node.name} exited at start\n${tail(node.logs())}`)),
+        exitedEarly.abort(new Error(`${node.name} exited at start\n${logTail(node.logs())}`)),
       );
     }
     try {
@@ -149,7 +154,7 @@ class ClusterHandle implements ConsulCluster {
         },
       );
     } catch (error) {
-      const logs = this.nodes.map((n) => `--- ${n.name} ---\n${tail(n.logs(), 15)}`).join('\n');
+      const logs = this.nodes.map((n) => `--- ${n.name} ---\n${logTail(n.logs(), 15)}`).join('\n');
       throw new Error(`${(error as Error).message}\n${logs}`, { cause: error });
     }
   }
@@ -184,57 +189,20 @@ class ClusterHandle implements ConsulCluster {
   }
 }
 
-interface Ports {
-  http: number;
-  server: number;
-  serfLan: number;
-}
-
-async function ports(bind: string): Promise<Ports> {
-  const taken = new Set<number>();
-  const next = async (): Promise<number> => {
-    for (;;) {
-      const port = await freePort(bind);
-      if (!taken.has(port)) {
-        taken.add(port);
-        return port;
-      }
-    }
-  };
-  return { http: await next(), server: await next(), serfLan: await next() };
-}
-
-class NodeProcess implements ClusterNode {
+class NodeProcess extends AgentProcessBase implements ClusterNode {
   private child?: ChildProcess;
   private closed: Promise<void> = Promise.resolve();
   private exited = true;
-  private log = '';
 
   constructor(
     readonly name: string,
-    readonly bind: string,
+    bind: string,
     readonly server: boolean,
-    private readonly ports: Ports,
-  ) {}
+    ports: AgentPorts,
+  ) {
+    super(bind, ports);
+  }
 
-  get httpPort(): number {
-    return this.ports.http;
-  }
-  get serverPort(): number {
-    return this.ports.server;
-  }
-  get serfLanPort(): number {
-    return this.ports.serfLan;
-  }
-  get httpAddr(): string {
-    return `${this.bind}:${this.ports.http}`;
-  }
-  get baseUrl(): string {
-    return `http://${this.httpAddr}`;
-  }
-  get serverAddr(): string {
-    return `${this.bind}:${this.ports.server}`;
-  }
   get pid(): number | undefined {
     return this.exited ? undefined : this.child?.pid;
   }
@@ -250,10 +218,6 @@ class NodeProcess implements ClusterNode {
     return consulApi(this.baseUrl, token);
   }
 
-  logs(): string {
-    return this.log;
-  }
-
   spawn(dataRoot: string, extra: string[]): void {
     const args = [
       'agent', '-node', this.name, '-bind', this.bind, '-client', this.bind,
@@ -263,30 +227,13 @@ class NodeProcess implements ClusterNode {
       '-serf-wan-port', '-1', '-retry-interval', '1s',
       ...extra,
     ]; // prettier-ignore
-    const child = spawn(consulBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
+    const spawned = spawnAgentProcess(consulBinary(), args, (text) => this.appendLog(text));
+    this.child = spawned.child;
     this.exited = false;
-    const append = (chunk: Buffer): void => {
-      this.log += chunk.toString('utf8');
-      if (this.log.length > LOG_CAP * 2) this.log = this.log.slice(-LOG_CAP);
-    };
-    child.stdout?.on('data', append);
-    child.stderr?.on('data', append);
-    this.closed = new Promise<void>((resolve) => {
-      child.once('close', () => resolve());
-      child.once('error', (error) => {
-        this.log += `spawn error: ${error.message}\n`;
-        resolve();
-      });
-    });
-    const watchdog = spawnWatchdog(child);
-    void this.closed.then(() => {
+    this.closed = spawned.closed.then(() => {
+      if (spawned.spawnError) this.appendLog(`spawn error: ${spawned.spawnError.message}\n`);
       this.exited = true;
-      watchdog?.kill('SIGKILL');
     });
-    // A forgotten node must not keep Jest's worker alive; the watchdog reaps it instead.
-    child.unref();
-    for (const stream of [child.stdout, child.stderr]) (stream as net.Socket | null)?.unref();
   }
 
   async kill(): Promise<void> {
@@ -295,22 +242,4 @@ class NodeProcess implements ClusterNode {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await this.closed;
   }
-}
-
-/** A `sh` that SIGKILLs the node when its stdin pipe from us closes (this process died). */
-function spawnWatchdog(child: ChildProcess): ChildProcess | undefined {
-  if (child.pid === undefined) return undefined;
-  const watchdog = spawn(
-    'sh',
-    ['-c', 'read _; kill -9 "$1" 2>/dev/null', 'consul-watchdog', String(child.pid)],
-    { stdio: ['pipe', 'ignore', 'ignore'] },
-  );
-  watchdog.on('error', () => undefined); // best effort
-  watchdog.unref();
-  (watchdog.stdin as net.Socket | null)?.unref();
-  return watchdog;
-}
-
-function tail(log: string, lines = 40): string {
-  return log.trimEnd().split('\n').slice(-lines).join('\n');
 }

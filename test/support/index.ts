@@ -6,3 +6,6 @@ export * from './wait-for.harness.js';
 export * from './child-app.harness.js';
 export * from './reliability-report.harness.js';
 export * from './consul-cluster.harness.js';
+export * from './capturing-logger.harness.js';
+export * from './persisted-checks.harness.js';
+export * from './consul-process.harness.js';
