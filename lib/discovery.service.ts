@@ -126,13 +126,12 @@ export class DiscoveryService
 
   /** Registers this instance (TTL check starting passing) and starts its heartbeat. */
   async registerSelf(): Promise<boolean> {
+    const r = this.requireRegistration();
     try {
       await this.registerSelfOrThrow(this.settings.retry.maxAttempts);
       return true;
     } catch (error) {
-      this.logger.warn(
-        `Could not register "${this.registration?.serviceId}": ${(error as Error).message}`,
-      );
+      this.logger.warn(`Could not register "${r.serviceId}": ${(error as Error).message}`);
       return false;
     }
   }

@@ -464,13 +464,13 @@ describe('bad input: settings and arguments are rejected before any I/O', () => 
       },
     );
 
-    it('registerSelf() without a service does no I/O either', async () => {
-      const outcome = await service.registerSelf().then(
-        (value) => value,
-        (error: unknown) => error,
+    it('registerSelf() without a service rejects like deregisterSelf(), with no I/O', async () => {
+      const error = await service.registerSelf().then(
+        () => undefined,
+        (e: unknown) => e,
       );
-      // Either a DiscoverySettingsError or false; never a request.
-      if (outcome !== false) expect(outcome).toBeInstanceOf(DiscoverySettingsError);
+      expect(error).toBeInstanceOf(DiscoverySettingsError);
+      expect((error as DiscoverySettingsError).paths).toContain('service.name');
       expect(proxy.totalConnections).toBe(connections);
       expect(proxy.requestLines.length).toBe(requests);
     });
