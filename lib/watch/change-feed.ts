@@ -70,7 +70,7 @@ export class ChangeFeed {
         else this.baseline(what);
         previous = result.value;
       } catch (error) {
-        if (signal.aborted) return;
+        if (signal.aborted || this.client.closed) return; // nothing to retry once closed
         this.logger.warn(`Change feed (${what}) failed: ${(error as Error).message}`);
         for (const watch of this.watches) watch.markStale(error);
         index = 0;

@@ -127,7 +127,7 @@ export class ServiceWatch {
         index = nextIndex(index, result.index);
         this.publish(result.value);
       } catch (error) {
-        if (this.signal.aborted) return;
+        if (this.signal.aborted || this.client.closed) return; // nothing to retry once closed
         this.markStale(error);
         // After an agent restart the old index is ahead of the new agent's: start over.
         index = 0;
