@@ -15,6 +15,7 @@ import {
 } from '../errors/error-messages.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import type { ConsulConnectionSettings, WatchConsistency } from '../settings/discovery.settings.js';
+import { PEM_PATTERN } from '../settings/settings.validators.js';
 import type {
   AgentServiceDefinition,
   CancelContext,
@@ -48,14 +49,12 @@ export interface BlockingReadOptions extends ReadOptions {
 }
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
-const PEM = /-----BEGIN [A-Z ]+-----/;
 
 interface PapiError extends Error {
   code?: string;
   isResponse?: boolean;
   isTimeout?: boolean;
   isAbort?: boolean;
-  isValidation?: boolean;
   response?: { statusCode?: number; body?: unknown };
 }
 
@@ -76,8 +75,12 @@ export class ConsulClient {
   constructor(private readonly settings: ConsulConnectionSettings) {
     const { host, port, secure } = settings;
     this.target = `${secure ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    this.client = this.createClient(settings.maxSockets);
-    this.longPollClient = this.createClient(Infinity);
+    // Read the TLS files once for both pools.
+    const tls: TlsFiles = secure
+      ? { ca: readPem(settings.ca), cert: readPem(settings.cert), key: readPem(settings.key) }
+      : {};
+    this.client = this.createClient(settings.maxSockets, tls);
+    this.longPollClient = this.createClient(Infinity, tls);
   }
 
   /** Aborted by `close()`: whatever waits on Consul (backoff, rate limit) stops waiting. */
@@ -94,53 +97,39 @@ export class ConsulClient {
     return this.inflight.size;
   }
 
-  async registerService(
-    definition: AgentServiceDefinition,
-    options: CallOptions = {},
-  ): Promise<void> {
-    await this.call('agent.service.register', options, this.settings.timeoutMs, (raw) =>
+  async registerService(definition: AgentServiceDefinition): Promise<void> {
+    await this.call('agent.service.register', {}, this.settings.timeoutMs, (raw) =>
       this.client.agent.service.register({ ...definition, ...raw }),
     );
   }
 
-  async deregisterService(serviceId: string, options: CallOptions = {}): Promise<void> {
-    await this.call('agent.service.deregister', options, this.settings.timeoutMs, (raw) =>
+  async deregisterService(serviceId: string): Promise<void> {
+    await this.call('agent.service.deregister', {}, this.settings.timeoutMs, (raw) =>
       this.client.agent.service.deregister({ id: serviceId, ...raw }),
     );
   }
 
-  async passCheck(checkId: string, options: CallOptions = {}): Promise<void> {
-    await this.call('agent.check.pass', options, this.settings.timeoutMs, (raw) =>
+  async passCheck(checkId: string): Promise<void> {
+    await this.call('agent.check.pass', {}, this.settings.timeoutMs, (raw) =>
       this.client.agent.check.pass({ id: checkId, ...raw }),
     );
   }
 
   /** Whether the local agent holds a service with this id (`/v1/agent/services`). */
-  async hasLocalService(serviceId: string, options: CallOptions = {}): Promise<boolean> {
-    const [, services] = await this.call(
-      'agent.services',
-      options,
-      this.settings.timeoutMs,
-      (raw) => this.client.agent.service.list(raw),
+  async hasLocalService(serviceId: string): Promise<boolean> {
+    const [, services] = await this.call('agent.services', {}, this.settings.timeoutMs, (raw) =>
+      this.client.agent.service.list(raw),
     );
     return Object.hasOwn(services, serviceId);
   }
 
-  /** Instances of `name` whose checks all pass, sorted by `serviceId`. */
+  /** Instances of `name` whose checks all pass, sorted by `serviceId`: one immediate read. */
   async healthyInstances(name: string, options: ReadOptions = {}): Promise<ServiceInstance[]> {
-    const [, entries] = await this.call('health.service', options, this.settings.timeoutMs, (raw) =>
-      this.client.health.service({
-        ...this.readOptions(options),
-        ...raw,
-        service: name,
-        passing: true,
-        tag: options.tag,
-      }),
-    );
-    return toInstances(entries);
+    const read = { ...options, waitMs: 0, longPoll: false };
+    return (await this.watchHealthyInstances(name, read)).value;
   }
 
-  /** Blocking query on `/v1/health/service/<name>?passing`. */
+  /** Blocking query on `/v1/health/service/<name>?passing` (immediate without an index). */
   async watchHealthyInstances(
     name: string,
     options: BlockingReadOptions,
@@ -275,15 +264,8 @@ export class ConsulClient {
     return new DiscoveryUnavailableError(message, code);
   }
 
-  private createClient(maxSockets: number): RawConsulClient {
+  private createClient(maxSockets: number, tls: TlsFiles): RawConsulClient {
     const { host, port, secure, token } = this.settings;
-    const tls = secure
-      ? {
-          ca: readPem(this.settings.ca),
-          cert: readPem(this.settings.cert),
-          key: readPem(this.settings.key),
-        }
-      : {};
     const agent = secure
       ? new HttpsAgent({ keepAlive: true, maxSockets, ...tls })
       : new HttpAgent({ keepAlive: true, maxSockets });
@@ -297,9 +279,15 @@ export class ConsulClient {
   }
 }
 
+interface TlsFiles {
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
 function readPem(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
-  return PEM.test(value) ? value : readFileSync(value, 'utf8');
+  return PEM_PATTERN.test(value) ? value : readFileSync(value, 'utf8');
 }
 
 /** The client prefixes messages with `consul: <operation>: `; ours name the operation already. */

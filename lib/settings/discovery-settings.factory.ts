@@ -15,7 +15,8 @@ import {
   ServiceSettings,
   WatchSettings,
 } from './discovery.settings.js';
-import { TtlHealthCheckSettings } from './health-check.settings.js';
+import { TtlHealthCheckSettings, type HealthCheckSettings } from './health-check.settings.js';
+import { PEM_PATTERN } from './settings.validators.js';
 import {
   copyMeta,
   copyTags,
@@ -59,8 +60,6 @@ const SERVICE_KEYS = [
 ] as const;
 const WATCH_KEYS = ['waitTime', 'consistency', 'rateLimit', 'maxLongPolls', 'services'] as const;
 
-const PEM = /-----BEGIN [A-Z ]+-----/;
-
 /**
  * Merges options over the defaults (Consul's env conventions included), validates everything and
  * returns the settings, or throws one `DiscoverySettingsError` listing every bad path.
@@ -72,19 +71,14 @@ export function createDiscoverySettings(
   const out = new ViolationCollector();
   const raw: unknown = options ?? {};
   const root: Record<string, unknown> = isPlainObject(raw) ? raw : {};
-  if (!isPlainObject(raw)) out.add('options', 'options must be an object');
-  for (const key of Object.keys(root)) {
-    if (!(ROOT_KEYS as readonly string[]).includes(key))
-      out.add(key, `${key} is not a known setting`);
-  }
-
+  // The sections copied here as given are each replaced by their own read below.
   const settings = readSection(
-    root,
+    raw,
     '',
     DiscoverySettings,
-    ['enabled', 'autoRegister', 'shutdownTimeoutMs'],
+    ROOT_KEYS,
     { enabled: true, autoRegister: true, shutdownTimeoutMs: 3000 },
-    new ViolationCollector(), // unknown root keys were reported above
+    out,
   );
   const envDefaults = consulEnvDefaults(env);
   settings.consul = readSection(
@@ -143,7 +137,8 @@ export function createDiscoverySettings(
     { perSecond: 20, burst: 10 },
     out,
   );
-  if (healthCheck) settings.healthCheck = healthCheck;
+  // Undefined when invalid (already reported): the raw value must not be validated again.
+  settings.healthCheck = healthCheck as HealthCheckSettings;
 
   out.validate(settings, '');
   checkCrossFieldRules(settings, out);
@@ -180,7 +175,7 @@ function checkCrossFieldRules(settings: DiscoverySettings, out: ViolationCollect
   }
   for (const field of ['ca', 'cert', 'key'] as const) {
     const value = consul[field];
-    if (typeof value === 'string' && !PEM.test(value) && !existsSync(value)) {
+    if (typeof value === 'string' && !PEM_PATTERN.test(value) && !existsSync(value)) {
       out.add(`consul.${field}`, `consul.${field} must be PEM text or the path of a readable file`);
     }
   }

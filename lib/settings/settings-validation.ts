@@ -50,7 +50,7 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 }
 
 /**
- * Reads one settings object: unknown keys and a non-object are violations; known keys that are
+ * Reads one settings object (`path` '' is the root): unknown keys and a non-object are violations; known keys that are
  * not `undefined` are copied over `defaults` onto a fresh instance of `cls`.
  */
 export function readSection<T extends object>(
@@ -64,11 +64,13 @@ export function readSection<T extends object>(
   const section = Object.assign(new cls(), defaults);
   if (raw === undefined) return section;
   if (!isPlainObject(raw)) {
-    out.add(path, `${path} must be an object`);
+    const name = path || 'options';
+    out.add(name, `${name} must be an object`);
     return section;
   }
   for (const key of Object.keys(raw)) {
-    if (!keys.includes(key)) out.add(`${path}.${key}`, `${path}.${key} is not a known setting`);
+    const at = path ? `${path}.${key}` : key;
+    if (!keys.includes(key)) out.add(at, `${at} is not a known setting`);
   }
   for (const key of keys) {
     if (Object.hasOwn(raw, key) && raw[key] !== undefined) {

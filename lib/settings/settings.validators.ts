@@ -17,6 +17,8 @@ import { isPositiveDuration } from './duration.util.js';
 
 export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 export const SERVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+/** PEM text, as opposed to the path of a PEM file. */
+export const PEM_PATTERN = /-----BEGIN [A-Z ]+-----/;
 export const DATACENTER_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 export const META_KEY_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 export const RESERVED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
