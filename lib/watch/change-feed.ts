@@ -1,10 +1,9 @@
 import { Logger } from '@nestjs/common';
 import type { BlockingReadOptions, ConsulClient } from '../consul/consul.client.js';
 import type { IndexedResult, RawHealthCheck } from '../consul/consul.types.js';
-import { abortableDelay } from '../resilience/abortable-delay.js';
-import { backoffDelay } from '../resilience/backoff.js';
 import { TokenBucket } from '../resilience/token-bucket.js';
-import { nextIndex, type ServiceWatch, type ServiceWatchOptions } from './service-watch.js';
+import { followBlockingQuery } from './blocking-query.loop.js';
+import type { ServiceWatch, ServiceWatchOptions } from './service-watch.js';
 
 type Fingerprints = Map<string, string>;
 const FEED_COUNT = 2;
@@ -54,31 +53,28 @@ export class ChangeFeed {
     return this.done;
   }
 
-  private async follow(what: string, read: FeedRead): Promise<void> {
+  private follow(what: string, read: FeedRead): Promise<void> {
     const signal = this.abort.signal;
-    const bucket = new TokenBucket(this.options.rateLimit.perSecond, this.options.rateLimit.burst);
-    let index = 0;
-    let failures = 0;
     let previous: Fingerprints | undefined;
-    while (!signal.aborted) {
-      if (!(await bucket.take(signal))) return;
-      try {
-        const result = await read(index, signal);
-        index = nextIndex(index, result.index);
-        failures = 0;
-        if (previous) this.refreshChanged(previous, result.value);
+    return followBlockingQuery({
+      signal,
+      bucket: new TokenBucket(this.options.rateLimit.perSecond, this.options.rateLimit.burst),
+      backoff: this.options.backoff,
+      read: (index) => read(index, signal),
+      onAnswer: (current) => {
+        if (previous) this.refreshChanged(previous, current);
         else this.baseline(what);
-        previous = result.value;
-      } catch (error) {
-        if (signal.aborted || this.client.closed) return; // nothing to retry once closed
+        previous = current;
+      },
+      onError: (error) => {
+        if (this.client.closed) return false; // nothing to retry once closed
         this.logger.warn(`Change feed (${what}) failed: ${(error as Error).message}`);
         for (const watch of this.watches) watch.markStale(error);
-        index = 0;
         previous = undefined;
         this.baselined.delete(what);
-        if (!(await abortableDelay(backoffDelay(failures++, this.options.backoff), signal))) return;
-      }
-    }
+        return true;
+      },
+    });
   }
 
   /**

@@ -1,3 +1,4 @@
+export * from './blocking-query.loop.js';
 export * from './change-feed.js';
 export * from './instance-set.js';
 export * from './service-watch.js';

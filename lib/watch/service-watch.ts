@@ -2,10 +2,10 @@ import { Logger } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject } from 'rxjs';
 import type { BlockingReadOptions, ConsulClient } from '../consul/consul.client.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
-import { abortableDelay } from '../resilience/abortable-delay.js';
-import { backoffDelay, type BackoffPolicy } from '../resilience/backoff.js';
+import type { BackoffPolicy } from '../resilience/backoff.js';
 import { TokenBucket } from '../resilience/token-bucket.js';
 import type { WatchConsistency } from '../settings/discovery.settings.js';
+import { followBlockingQuery } from './blocking-query.loop.js';
 import { freezeInstances, sameInstances } from './instance-set.js';
 
 export interface ServiceWatchOptions {
@@ -21,12 +21,6 @@ export interface Freshness {
   stale: boolean;
 }
 
-/** Consul's rules: reset to 0 when the index goes backwards, and never send one below 1. */
-export function nextIndex(previous: number, received: number): number {
-  if (received < previous) return 0;
-  return Math.max(received, 1);
-}
-
 /**
  * The live, in-memory passing set of one name + query. In `poll` mode it keeps one blocking query
  * open; in `feed` mode (beyond `watch.maxLongPolls`) it is refreshed by the shared change feed.
@@ -39,7 +33,6 @@ export class ServiceWatch {
   private current?: readonly ServiceInstance[];
   private updatedAt?: Date;
   private stale = false;
-  private failures = 0;
   private refreshing?: Promise<void>;
   private refreshAgain = false;
   subscribers = 0;
@@ -115,29 +108,19 @@ export class ServiceWatch {
     return this.done;
   }
 
-  private async pollLoop(): Promise<void> {
-    let index = 0;
-    while (!this.signal.aborted) {
-      if (!(await this.bucket.take(this.signal))) return;
-      try {
-        const result = await this.client.watchHealthyInstances(
-          this.name,
-          this.readOptions(index, true),
-        );
-        index = nextIndex(index, result.index);
-        this.publish(result.value);
-      } catch (error) {
-        if (this.signal.aborted || this.client.closed) return; // nothing to retry once closed
+  private pollLoop(): Promise<void> {
+    return followBlockingQuery({
+      signal: this.signal,
+      bucket: this.bucket,
+      backoff: this.options.backoff,
+      read: (index) => this.client.watchHealthyInstances(this.name, this.readOptions(index, true)),
+      onAnswer: (instances) => this.publish(instances),
+      onError: (error) => {
+        if (this.client.closed) return false; // nothing to retry once closed
         this.markStale(error);
-        // After an agent restart the old index is ahead of the new agent's: start over.
-        index = 0;
-        if (
-          !(await abortableDelay(backoffDelay(this.failures++, this.options.backoff), this.signal))
-        ) {
-          return;
-        }
-      }
-    }
+        return true;
+      },
+    });
   }
 
   private readOptions(index: number, longPoll: boolean): BlockingReadOptions {
@@ -156,7 +139,6 @@ export class ServiceWatch {
     this.updatedAt = new Date();
     if (this.stale) this.logger.log(`Watch of "${this.name}" is fresh again`);
     this.stale = false;
-    this.failures = 0;
     if (this.current && sameInstances(this.current, instances)) return;
     this.current = freezeInstances(instances);
     this.changes.next(this.current);

@@ -1,6 +1,6 @@
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { freezeInstances, sameInstances } from './instance-set.js';
-import { nextIndex } from './service-watch.js';
+import { nextIndex } from './blocking-query.loop.js';
 import { watchKey } from './watch-key.js';
 
 const instance = (serviceId: string, meta: Record<string, string> = {}): ServiceInstance => ({
