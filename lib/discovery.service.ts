@@ -20,8 +20,8 @@ import type {
   ServiceRegistration,
 } from './protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from './settings/discovery.settings.js';
-import { parseDuration } from './settings/duration.util.js';
-import { checkDiscoverQuery } from './settings/registration.settings.js';
+import { parseDuration } from './protocol/duration.util.js';
+import { checkDiscoverQuery } from './protocol/service-discovery.arguments.js';
 import type { Freshness } from './watch/service-watch.js';
 import { WatchRegistry } from './watch/watch.registry.js';
 

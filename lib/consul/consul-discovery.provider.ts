@@ -14,7 +14,7 @@ import {
   checkDiscoverQuery,
   checkServiceId,
   readRegistration,
-} from '../settings/registration.settings.js';
+} from '../protocol/service-discovery.arguments.js';
 import { WatchRegistry } from '../watch/watch.registry.js';
 import { toAgentDefinition, type RegistrationFields } from './agent-definition.js';
 import { ConsulClient } from './consul.client.js';
