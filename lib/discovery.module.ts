@@ -1,5 +1,4 @@
 import { Module } from '@nestjs/common';
-import { ConsulDiscoveryProvider } from './consul/consul-discovery.provider.js';
 import { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discovery.constants.js';
 import { ConfigurableDiscoveryModule } from './discovery.module-definition.js';
 import {
@@ -8,6 +7,9 @@ import {
   discoverySettingsProvider,
 } from './discovery.providers.js';
 import { DiscoveryService } from './discovery.service.js';
+import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
+import { ConsulRegistrar } from './provider/consul.registrar.js';
+import { SelfRegistration } from './registration/self-registration.js';
 import { WatchRegistry } from './watch/watch.registry.js';
 
 @Module({
@@ -15,8 +17,10 @@ import { WatchRegistry } from './watch/watch.registry.js';
     discoverySettingsProvider,
     consulClientProvider,
     WatchRegistry,
+    ConsulRegistrar,
     ConsulDiscoveryProvider,
     discoveryProvider,
+    SelfRegistration,
     DiscoveryService,
   ],
   exports: [

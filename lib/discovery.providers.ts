@@ -1,6 +1,6 @@
 import type { Provider } from '@nestjs/common';
 import { ConsulClient } from './consul/consul.client.js';
-import { ConsulDiscoveryProvider } from './consul/consul-discovery.provider.js';
+import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
 import { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discovery.constants.js';
 import { DISCOVERY_MODULE_OPTIONS } from './discovery.module-definition.js';
 import type { DiscoveryModuleOptions } from './settings/discovery-module-options.interface.js';

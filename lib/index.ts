@@ -1,9 +1,10 @@
-// The public API, exactly DESIGN §2. Folder barrels hold more; only these names are public.
+// The public API: exactly these names (the folder barrels below may hold more).
 export { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discovery.constants.js';
 export { DiscoveryModule } from './discovery.module.js';
 export type { DiscoveryModuleAsyncOptions } from './discovery.module-definition.js';
 export { DiscoveryService } from './discovery.service.js';
-export { ConsulClient, ConsulDiscoveryProvider } from './consul/index.js';
+export { ConsulClient } from './consul/consul.client.js';
+export { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
 export {
   DiscoverySettings,
   type DiscoveryModuleOptions,

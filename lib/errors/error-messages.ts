@@ -23,3 +23,12 @@ export const closedMessage = (operation: string): string =>
 
 export const selfNotConfiguredMessage = (): string =>
   'service.name and service.port are required to register this instance';
+
+export const registrationStoppedMessage = (serviceId: string): string =>
+  `Self-registration of "${serviceId}" has stopped: the application is shutting down`;
+
+export const registrationSupersededMessage = (serviceId: string): string =>
+  `Self-registration of "${serviceId}" was superseded by a later registerSelf() or deregisterSelf()`;
+
+export const illegalTransitionMessage = (from: string, to: string): string =>
+  `Self-registration cannot go from "${from}" to "${to}"`;

@@ -1,28 +1,20 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import {
+  serviceCheckId,
+  toAgentDefinition,
+  type RegistrationFields,
+} from '../consul/agent-definition.js';
+import { ConsulClient } from '../consul/consul.client.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { ConsulResponseError } from '../errors/consul-response.error.js';
 import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
-import type {
-  DiscoveryQuery,
-  ServiceDiscoveryProtocol,
-  ServiceInstance,
-  ServiceRegistration,
-} from '../protocol/service-discovery.protocol.js';
 import { withRetry } from '../resilience/retry.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
-import {
-  checkDiscoverQuery,
-  checkServiceId,
-  readRegistration,
-} from '../protocol/service-discovery.arguments.js';
-import { WatchRegistry } from '../watch/watch.registry.js';
-import { toAgentDefinition, type RegistrationFields } from './agent-definition.js';
-import { ConsulClient } from './consul.client.js';
 
 export interface WriteOptions {
   /** Defaults to `retry.maxAttempts`; `Infinity` retries until success or shutdown. */
   attempts?: number;
-  /** Stops retrying (the client's own close always does). */
+  /** Stops retrying between attempts (an attempt in flight completes; the client's close always stops). */
   signal?: AbortSignal;
   /** Retry refusals (4xx) too: a boot-time 403 may be fixed by an operator later. */
   retryRefusals?: boolean;
@@ -34,37 +26,35 @@ export function isRetryable(error: unknown): boolean {
   return error instanceof DiscoveryUnavailableError;
 }
 
-/** `ServiceDiscoveryProtocol` on Consul (what `DISCOVERY_PROVIDER` resolves to). */
-@Injectable()
-export class ConsulDiscoveryProvider implements ServiceDiscoveryProtocol {
-  private readonly logger = new Logger(ConsulDiscoveryProvider.name);
+/** 1.8 answers a pass for an unknown check with 500 "does not have associated TTL"; newer, 404. */
+export function isUnknownCheck(error: unknown): boolean {
+  return (
+    error instanceof ConsulResponseError &&
+    (error.status === 404 ||
+      (error.status === 500 &&
+        /does not have associated TTL|unknown check/i.test(error.consulMessage)))
+  );
+}
 
+/**
+ * Every write registration makes to the agent (register, deregister, the heartbeat's look at its
+ * own registration), with the retry policy of the settings: the one seam between registration
+ * and the transport.
+ */
+@Injectable()
+export class ConsulRegistrar {
   constructor(
     @Inject(CONSUL_CLIENT) private readonly client: ConsulClient,
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
-    private readonly watches: WatchRegistry,
   ) {}
 
-  async register(registration: ServiceRegistration): Promise<boolean> {
-    const args = readRegistration(registration);
-    return this.succeeded(`register "${args.serviceId}"`, this.registerOrThrow(args, false));
+  /** `http(s)://host:port` of the agent, for messages. */
+  get target(): string {
+    return this.client.target;
   }
 
-  async deregister(serviceId: string): Promise<boolean> {
-    const id = checkServiceId(serviceId);
-    return this.succeeded(`deregister "${id}"`, this.deregisterOrThrow(id));
-  }
-
-  /** Served from memory when name + query is watched; otherwise one read (plus a reset retry). */
-  async discover(name: string, query?: DiscoveryQuery): Promise<ServiceInstance[]> {
-    const checked = checkDiscoverQuery(name, query);
-    const known = this.watches.find(name, checked)?.snapshot;
-    if (known) return known.slice();
-    return this.client.healthyInstances(name, checked);
-  }
-
-  /** Registers with retries; rejects with the last cause. */
-  registerOrThrow(
+  /** Registers with retries (`initialPassing` starts a TTL check passing); rejects with the last cause. */
+  register(
     registration: RegistrationFields,
     initialPassing: boolean,
     options: WriteOptions = {},
@@ -74,7 +64,7 @@ export class ConsulDiscoveryProvider implements ServiceDiscoveryProtocol {
   }
 
   /** Deregisters with retries; an unknown service (404 on newer Consul) counts as gone. */
-  deregisterOrThrow(serviceId: string, options: WriteOptions = {}): Promise<void> {
+  deregister(serviceId: string, options: WriteOptions = {}): Promise<void> {
     return this.retrying(options, async () => {
       try {
         await this.client.deregisterService(serviceId);
@@ -82,6 +72,24 @@ export class ConsulDiscoveryProvider implements ServiceDiscoveryProtocol {
         if (!(error instanceof ConsulResponseError && error.status === 404)) throw error;
       }
     });
+  }
+
+  /**
+   * One heartbeat, no retry (the next beat is the retry): a TTL check is passed; otherwise the
+   * agent's local services are looked at. `false` = the agent no longer holds the registration
+   * (restarted, or deregistered behind our back); other failures reject.
+   */
+  async heartbeat(registration: RegistrationFields): Promise<boolean> {
+    if (registration.healthCheck && 'ttl' in registration.healthCheck) {
+      try {
+        await this.client.passCheck(serviceCheckId(registration.serviceId));
+        return true;
+      } catch (error) {
+        if (isUnknownCheck(error)) return false;
+        throw error;
+      }
+    }
+    return this.client.hasLocalService(registration.serviceId);
   }
 
   private retrying(options: WriteOptions, write: () => Promise<void>): Promise<void> {
@@ -95,15 +103,5 @@ export class ConsulDiscoveryProvider implements ServiceDiscoveryProtocol {
         : this.client.closeSignal,
       isRetryable: options.retryRefusals ? () => true : isRetryable,
     });
-  }
-
-  private async succeeded(what: string, write: Promise<void>): Promise<boolean> {
-    try {
-      await write;
-      return true;
-    } catch (error) {
-      this.logger.warn(`Could not ${what}: ${(error as Error).message}`);
-      return false;
-    }
   }
 }

@@ -1,0 +1,302 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { BehaviorSubject, type Observable } from 'rxjs';
+import type { RegistrationFields } from '../consul/agent-definition.js';
+import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
+import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
+import {
+  registrationStoppedMessage,
+  registrationSupersededMessage,
+  selfNotConfiguredMessage,
+} from '../errors/error-messages.js';
+import { IllegalTransitionError } from '../errors/illegal-transition.error.js';
+import type { ServiceRegistration } from '../protocol/service-discovery.protocol.js';
+import { ConsulRegistrar } from '../provider/consul.registrar.js';
+import { withDeadline } from '../resilience/with-deadline.js';
+import { DiscoverySettings } from '../settings/discovery.settings.js';
+import { parseDuration } from '../protocol/duration.util.js';
+import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
+import { Heartbeat } from './heartbeat.js';
+import { canTransition, type RegistrationState, type SettledState } from './registration-state.js';
+
+/** This instance's registration: always with a health check (the settings default one). */
+export interface SelfFields extends RegistrationFields {
+  healthCheck: HealthCheckSettings;
+}
+
+/** One register or deregister in progress; a later one aborts it (between attempts) and waits. */
+interface Write {
+  readonly controller: AbortController;
+  done: Promise<void>;
+}
+
+const NEVER_BELOW_MS = 50;
+
+/**
+ * This instance's registration with Consul as an explicit state machine
+ * (see `registration-state.ts`): register (at boot, in the background, or on request),
+ * heartbeat + self-repair while `registered`, deregister, and `stopped` at shutdown.
+ *
+ * Writes run one at a time: a new one stops the retries of the one before, waits for it and for a
+ * heartbeat in flight, and only then goes on, so whatever was called last decides what Consul
+ * holds. The heartbeat re-arms only while `registered` with no write pending, so nothing
+ * re-registers an instance after `deregister()` succeeded until `register()` is called.
+ */
+@Injectable()
+export class SelfRegistration {
+  private readonly logger = new Logger(SelfRegistration.name);
+  private readonly fields?: SelfFields;
+  private readonly states = new BehaviorSubject<RegistrationState>('idle');
+  /** Where a failed or superseded write falls back to. */
+  private settled: SettledState = 'idle';
+  private write?: Write;
+  private stopping?: Promise<void>;
+  private readonly heartbeat: Heartbeat;
+  private heartbeatFailing = false;
+
+  constructor(
+    @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
+    private readonly registrar: ConsulRegistrar,
+  ) {
+    const { service, healthCheck } = settings;
+    if (service.name !== undefined && service.port !== undefined && service.id !== undefined) {
+      this.fields = {
+        name: service.name,
+        serviceId: service.id,
+        port: service.port,
+        address: service.address,
+        tags: service.tags,
+        meta: service.meta,
+        healthCheck,
+      };
+    }
+    const periodMs = parseDuration('ttl' in healthCheck ? healthCheck.ttl : healthCheck.interval);
+    this.heartbeat = new Heartbeat(
+      Math.max(NEVER_BELOW_MS, Math.floor((periodMs ?? 0) * settings.heartbeat.intervalRatio)),
+      () => this.beat(),
+      () => this.beating(),
+    );
+  }
+
+  get state(): RegistrationState {
+    return this.states.value;
+  }
+
+  /** The current state at once, then every change. */
+  get state$(): Observable<RegistrationState> {
+    return this.states.asObservable();
+  }
+
+  /** This instance's registration as sent to Consul (a copy). */
+  get self(): ServiceRegistration {
+    const r = this.requireFields();
+    const self: ServiceRegistration = {
+      name: r.name,
+      serviceId: r.serviceId,
+      port: r.port,
+      tags: [...r.tags],
+      meta: { ...r.meta },
+      healthCheck: { ...r.healthCheck },
+    };
+    if (r.address !== undefined) self.address = r.address;
+    return self;
+  }
+
+  /**
+   * Bootstrap: `failFast` retries `retry.maxAttempts` times and rejects with the last cause;
+   * otherwise one attempt, then retries in the background without limit.
+   */
+  async boot(): Promise<void> {
+    const r = this.requireFields();
+    const { maxAttempts, failFast } = this.settings.retry;
+    if (failFast) return this.registerOrThrow({ attempts: maxAttempts });
+    try {
+      await this.registerOrThrow({ attempts: 1 });
+    } catch (error) {
+      this.logger.warn(
+        `Registration of "${r.serviceId}" failed, retrying in the background: ${(error as Error).message}`,
+      );
+      this.registerOrThrow({ attempts: Infinity, retryRefusals: true }).catch((cause: unknown) => {
+        if (this.state !== 'stopped' && !isSuperseded(cause)) {
+          this.logger.error(
+            `Registration of "${r.serviceId}" stopped: ${(cause as Error).message}`,
+          );
+        }
+      });
+    }
+  }
+
+  /** Registers (TTL check starting passing) with `retry.maxAttempts`; `false` when it failed. */
+  async register(): Promise<boolean> {
+    const r = this.requireFields();
+    try {
+      await this.registerOrThrow({ attempts: this.settings.retry.maxAttempts });
+      return true;
+    } catch (error) {
+      this.logger.warn(`Could not register "${r.serviceId}": ${(error as Error).message}`);
+      return false;
+    }
+  }
+
+  /** Deregisters (already gone counts); `true` = gone, and it stays gone until `register()`. */
+  async deregister(): Promise<boolean> {
+    const r = this.requireFields();
+    try {
+      await this.run('deregistering', 'deregistered', () => this.registrar.deregister(r.serviceId));
+      this.logger.log(`Deregistered "${r.serviceId}"`);
+      return true;
+    } catch (error) {
+      this.logger.warn(`Could not deregister "${r.serviceId}": ${(error as Error).message}`);
+      return false;
+    }
+  }
+
+  /**
+   * Shutdown, by `deadline` (a `Date.now()` value): stops retries and the heartbeat, lets a write
+   * or beat in flight land, deregisters when registered, and ends in `stopped`. Idempotent.
+   */
+  stop(deadline: number): Promise<void> {
+    this.stopping ??= this.shutDown(deadline);
+    return this.stopping;
+  }
+
+  private async shutDown(deadline: number): Promise<void> {
+    const previous = this.supersede();
+    await withDeadline(
+      Promise.allSettled([previous?.done, this.heartbeat.idle()]),
+      deadline - Date.now(),
+    );
+    const r = this.fields;
+    if (r && this.state === 'registered') {
+      this.transition('deregistering');
+      const gone = await withDeadline(
+        this.registrar.deregister(r.serviceId).then(() => true),
+        deadline - Date.now(),
+      );
+      if (gone) this.logger.log(`Deregistered "${r.serviceId}"`);
+      else this.logger.warn(`Could not deregister "${r.serviceId}" within shutdownTimeoutMs`);
+    }
+    this.transition('stopped');
+  }
+
+  private registerOrThrow(options: { attempts: number; retryRefusals?: boolean }): Promise<void> {
+    const r = this.requireFields();
+    return this.run('registering', 'registered', async (signal) => {
+      await this.registrar.register(r, true, { ...options, signal });
+      this.logger.log(
+        `Registered "${r.serviceId}" (${r.name}) with Consul at ${this.registrar.target}`,
+      );
+    });
+  }
+
+  /**
+   * Runs one write after the one before it and after a heartbeat in flight, in call order; a
+   * later write only cuts this one's retries short (each gets its attempt). Success moves to
+   * `to`, also when a later write is waiting (it did land, and the later write goes on from
+   * there); failure falls back to the last settled state.
+   */
+  private async run(
+    during: 'registering' | 'deregistering',
+    to: SettledState,
+    work: (signal: AbortSignal) => Promise<void>,
+  ): Promise<void> {
+    const r = this.requireFields();
+    if (this.stopping) {
+      throw new DiscoveryUnavailableError(registrationStoppedMessage(r.serviceId), 'ESTOPPED');
+    }
+    const previous = this.supersede();
+    const write: Write = { controller: new AbortController(), done: Promise.resolve() };
+    this.write = write;
+    write.done = (async () => {
+      await previous?.done.catch(() => undefined);
+      await this.heartbeat.idle();
+      this.transition(during);
+      try {
+        await work(write.controller.signal);
+      } catch (error) {
+        this.finish(write, this.settled);
+        throw write.controller.signal.aborted ? superseded(r.serviceId) : error;
+      }
+      this.finish(write, to);
+    })();
+    return write.done;
+  }
+
+  /** Aborts the write in progress (its retries stop; an attempt in flight completes). */
+  private supersede(): Write | undefined {
+    const previous = this.write;
+    previous?.controller.abort();
+    this.write = undefined;
+    this.heartbeat.stop();
+    return previous;
+  }
+
+  private finish(write: Write, to: SettledState): void {
+    if (this.write === write) this.write = undefined;
+    // A write that lands after shutdown gave up waiting for it changes nothing any more.
+    if (this.state === 'stopped') return;
+    this.settled = to;
+    this.transition(to);
+  }
+
+  private transition(to: RegistrationState): void {
+    const from = this.state;
+    if (!canTransition(from, to)) throw new IllegalTransitionError(from, to);
+    this.states.next(to);
+    if (this.beating()) this.heartbeat.start();
+    else this.heartbeat.stop();
+  }
+
+  /** The heartbeat runs only while registered with no write pending and no shutdown begun. */
+  private beating(): boolean {
+    return this.state === 'registered' && !this.write && !this.stopping;
+  }
+
+  /**
+   * A TTL pass, or (HTTP/TCP check) a look at the agent's local services. When the agent no
+   * longer holds the registration (restarted empty), it is registered again at once. Never
+   * rejects: failures are logged once per outage, and the next beat is the retry.
+   */
+  private async beat(): Promise<void> {
+    const r = this.requireFields();
+    let alive: boolean;
+    try {
+      alive = await this.registrar.heartbeat(r);
+      if (this.heartbeatFailing) this.logger.log(`Heartbeat of "${r.serviceId}" recovered`);
+      this.heartbeatFailing = false;
+    } catch (error) {
+      if (this.beating() && !this.heartbeatFailing) {
+        this.logger.warn(`Heartbeat of "${r.serviceId}" failed: ${(error as Error).message}`);
+      }
+      this.heartbeatFailing = true;
+      return;
+    }
+    // A deregistration (or shutdown) that began while the pass was in flight wins.
+    if (alive || !this.beating()) return;
+    this.logger.warn(`Consul lost "${r.serviceId}" (agent restarted?); registering it again`);
+    try {
+      await this.registrar.register(r, true, { attempts: 1 });
+    } catch (error) {
+      this.logger.warn(`Re-registration of "${r.serviceId}" failed: ${(error as Error).message}`);
+    }
+  }
+
+  private requireFields(): SelfFields {
+    if (!this.fields) {
+      throw new DiscoverySettingsError([
+        { path: 'service.name', reasons: [selfNotConfiguredMessage()] },
+      ]);
+    }
+    return this.fields;
+  }
+}
+
+const SUPERSEDED = 'ESUPERSEDED';
+
+function superseded(serviceId: string): DiscoveryUnavailableError {
+  return new DiscoveryUnavailableError(registrationSupersededMessage(serviceId), SUPERSEDED);
+}
+
+function isSuperseded(error: unknown): boolean {
+  return error instanceof DiscoveryUnavailableError && error.code === SUPERSEDED;
+}
