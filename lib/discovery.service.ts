@@ -17,7 +17,7 @@ import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js
 import { SelfRegistration } from './registration/self-registration.js';
 import { withDeadline } from './resilience/with-deadline.js';
 import { DiscoverySettings } from './settings/discovery.settings.js';
-import { checkDiscoverQuery } from './settings/registration.settings.js';
+import { checkDiscoverQuery } from './protocol/service-discovery.arguments.js';
 import type { Freshness } from './watch/service-watch.js';
 import { WatchRegistry } from './watch/watch.registry.js';
 

@@ -60,7 +60,6 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
           'reflect-metadata@0.2',
           'rxjs@7',
           'class-validator@0.14',
-          'class-transformer@0.5',
         ],
         { cwd: dir, timeout: 180_000 },
       );

@@ -1,4 +1,4 @@
-import type { HealthCheckSettings } from '../settings/health-check.settings.js';
+import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
 import type { AgentCheckDefinition, AgentServiceDefinition } from './consul.types.js';
 
 export interface RegistrationFields {

@@ -14,8 +14,11 @@ import {
   unreachableMessage,
 } from '../errors/error-messages.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
-import type { ConsulConnectionSettings, WatchConsistency } from '../settings/discovery.settings.js';
-import { PEM_PATTERN } from '../settings/settings.validators.js';
+import {
+  PEM_PATTERN,
+  type ConsulConnectionSettings,
+  type WatchConsistency,
+} from '../settings/discovery.settings.js';
 import type {
   AgentServiceDefinition,
   CancelContext,

@@ -11,7 +11,7 @@ import {
   checkDiscoverQuery,
   checkServiceId,
   readRegistration,
-} from '../settings/registration.settings.js';
+} from '../protocol/service-discovery.arguments.js';
 import { WatchRegistry } from '../watch/watch.registry.js';
 import { ConsulRegistrar } from './consul.registrar.js';
 

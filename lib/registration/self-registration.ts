@@ -14,8 +14,8 @@ import type { ServiceRegistration } from '../protocol/service-discovery.protocol
 import { ConsulRegistrar } from '../provider/consul.registrar.js';
 import { withDeadline } from '../resilience/with-deadline.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
-import { parseDuration } from '../settings/duration.util.js';
-import type { HealthCheckSettings } from '../settings/health-check.settings.js';
+import { parseDuration } from '../protocol/duration.util.js';
+import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
 import { Heartbeat } from './heartbeat.js';
 import { canTransition, type RegistrationState, type SettledState } from './registration-state.js';
 

@@ -1,50 +1,31 @@
+import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
 import type { HealthCheck } from '../protocol/service-discovery.protocol.js';
-import type { WatchConsistency } from './discovery.settings.js';
+import type { DiscoverySettings } from './discovery.settings.js';
 
-/** What `forRoot` / `forRootAsync` take; every field is optional and merged over the defaults. */
-export interface DiscoveryModuleOptions {
-  enabled?: boolean;
-  autoRegister?: boolean;
-  consul?: {
-    host?: string;
-    port?: number;
-    secure?: boolean;
-    token?: string;
-    datacenter?: string;
-    ca?: string;
-    cert?: string;
-    key?: string;
-    timeoutMs?: number;
-    maxSockets?: number;
-  };
-  service?: {
-    name?: string;
-    id?: string;
-    address?: string;
-    /** Omit the address so the agent's is used. */
-    preferAgentAddress?: boolean;
-    port?: number;
-    tags?: string[];
-    meta?: Record<string, string>;
-  };
-  /** Replaces the default TTL check as a whole. */
-  healthCheck?: HealthCheck;
-  heartbeat?: { intervalRatio?: number };
-  retry?: {
-    maxAttempts?: number;
-    initialDelayMs?: number;
-    maxDelayMs?: number;
-    failFast?: boolean;
-  };
-  shutdownTimeoutMs?: number;
-  watch?: {
-    waitTime?: string;
-    consistency?: WatchConsistency;
-    rateLimit?: { perSecond?: number; burst?: number };
-    maxLongPolls?: number;
-    services?: string[];
-  };
-}
+/** Fields the factory sets once the settings are valid; they are not options. */
+type DerivedField = 'waitMs';
+
+/** One settings class as options: every field optional, nested sections too. */
+type OptionsOf<T> = {
+  [K in keyof T as K extends DerivedField ? never : K]?: OptionOf<T[K]>;
+};
+
+/** Tags, meta and other arrays or maps are given whole; a check is the public `HealthCheck`. */
+type OptionOf<V> = V extends HealthCheckSettings
+  ? HealthCheck
+  : V extends readonly unknown[]
+    ? V
+    : V extends object
+      ? string extends keyof V
+        ? V
+        : OptionsOf<V>
+      : V;
+
+/**
+ * What `forRoot` / `forRootAsync` take: the fields of `DiscoverySettings`, every one optional and
+ * merged over the defaults (`healthCheck` replaces the default check as a whole).
+ */
+export type DiscoveryModuleOptions = OptionsOf<DiscoverySettings>;
 
 export interface DiscoveryOptionsFactory {
   createDiscoveryOptions(): DiscoveryModuleOptions | Promise<DiscoveryModuleOptions>;

@@ -1,40 +1,30 @@
 import { hostname, networkInterfaces } from 'node:os';
+import type { ConsulConnectionSettings } from './discovery.settings.js';
 
-export interface ConsulEnvDefaults {
-  host: string;
-  port: number;
-  secure: boolean;
-  token?: string;
-  ca?: string;
-  cert?: string;
-  key?: string;
-}
-
-/** Consul's own env conventions (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_SSL`, …) as defaults. */
-export function consulEnvDefaults(env: NodeJS.ProcessEnv): ConsulEnvDefaults {
-  let host = '127.0.0.1';
-  let port = 8500;
-  let secure = /^(1|true)$/i.test(env.CONSUL_HTTP_SSL ?? '');
+/**
+ * Consul's own env conventions (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_SSL`, …): only the fields they
+ * set, which then stand in for the class defaults.
+ */
+export function consulEnvDefaults(env: NodeJS.ProcessEnv): Partial<ConsulConnectionSettings> {
+  const defaults: Partial<ConsulConnectionSettings> = {};
+  if (/^(1|true)$/i.test(env.CONSUL_HTTP_SSL ?? '')) defaults.secure = true;
   const addr = env.CONSUL_HTTP_ADDR?.trim();
   if (addr) {
     try {
       const url = new URL(/^[a-z]+:\/\//i.test(addr) ? addr : `http://${addr}`);
-      secure = secure || url.protocol === 'https:';
-      host = url.hostname.replace(/^\[(.*)\]$/, '$1') || host;
-      port = url.port ? Number(url.port) : port;
+      if (url.protocol === 'https:') defaults.secure = true;
+      const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+      if (host) defaults.host = host;
+      if (url.port) defaults.port = Number(url.port);
     } catch {
       // A malformed CONSUL_HTTP_ADDR leaves the defaults; explicit settings still win.
     }
   }
-  return {
-    host,
-    port,
-    secure,
-    token: env.CONSUL_HTTP_TOKEN || undefined,
-    ca: env.CONSUL_CACERT || undefined,
-    cert: env.CONSUL_CLIENT_CERT || undefined,
-    key: env.CONSUL_CLIENT_KEY || undefined,
-  };
+  if (env.CONSUL_HTTP_TOKEN) defaults.token = env.CONSUL_HTTP_TOKEN;
+  if (env.CONSUL_CACERT) defaults.ca = env.CONSUL_CACERT;
+  if (env.CONSUL_CLIENT_CERT) defaults.cert = env.CONSUL_CLIENT_CERT;
+  if (env.CONSUL_CLIENT_KEY) defaults.key = env.CONSUL_CLIENT_KEY;
+  return defaults;
 }
 
 /** The first non-internal IPv4 address of this host, or loopback when there is none. */

@@ -131,6 +131,51 @@ describe('createDiscoverySettings', () => {
     expect(s.service.meta).toEqual({ k: 'v' });
   });
 
+  it('parses durations once into ms fields that spreads and JSON do not show', () => {
+    const s = createDiscoverySettings(valid({ watch: { waitTime: '5s' } }), {});
+    expect(s.watch.waitMs).toBe(5_000);
+    expect(s.healthCheck).toMatchObject({ ttlMs: 10_000 });
+    expect({ ...s.healthCheck }).toEqual({ ttl: '10s', deregisterCriticalServiceAfter: '1m' });
+    expect(JSON.stringify(s.watch)).not.toContain('waitMs');
+    expect(createDiscoverySettings(valid(), {}).watch.waitMs).toBe(60_000);
+    const http = createDiscoverySettings(
+      valid({ healthCheck: { http: 'http://127.0.0.1:3000/health', interval: '500ms' } }),
+      {},
+    );
+    expect(http.healthCheck).toMatchObject({ intervalMs: 500 });
+    const tcp = createDiscoverySettings(valid({ healthCheck: { tcp: '127.0.0.1:3000' } }), {});
+    expect(tcp.healthCheck).toMatchObject({ intervalMs: 10_000 });
+  });
+
+  it('keeps every key of the meta and header maps', () => {
+    const header = { 'X-Probe': ['1'], Accept: ['text/plain'] };
+    const s = createDiscoverySettings(
+      {
+        service: { ...service, meta: { a: '1', 'b-c': '2' } },
+        healthCheck: { http: 'http://127.0.0.1:3000/health', header },
+      },
+      {},
+    );
+    expect(s.service.meta).toEqual({ a: '1', 'b-c': '2' });
+    expect(s.healthCheck).toMatchObject({ header });
+  });
+
+  it('derives DiscoveryModuleOptions from the settings classes', () => {
+    const options: DiscoveryModuleOptions = {
+      consul: { maxSockets: 4 },
+      watch: { rateLimit: { burst: 2 }, consistency: 'stale' },
+      healthCheck: { tcp: '127.0.0.1:1', interval: '1s' },
+    };
+    expect(createDiscoverySettings(valid(options), {}).consul.maxSockets).toBe(4);
+    // @ts-expect-error fields set after validation are not options
+    const derived: DiscoveryModuleOptions = { watch: { waitMs: 1 } };
+    // @ts-expect-error a check is one of the public HealthCheck shapes
+    const partialCheck: DiscoveryModuleOptions = { healthCheck: { interval: '1s' } };
+    // @ts-expect-error unknown keys do not type-check either
+    const typo: DiscoveryModuleOptions = { servce: {} };
+    expect([derived, partialCheck, typo]).toHaveLength(3);
+  });
+
   const cases: [string, unknown, string][] = [
     ['port 0', { service: { ...service, port: 0 } }, 'service.port'],
     ['port 70000', { service: { ...service, port: 70000 } }, 'service.port'],
@@ -195,6 +240,23 @@ describe('createDiscoverySettings', () => {
     ],
     ['bad watched name', { ...valid(), watch: { services: ['a b'] } }, 'watch.services'],
     ['typo in a key', { ...valid(), servce: {} }, 'servce'],
+    [
+      'key named like an Object.prototype member',
+      { ...valid(), service: { ...service, hasOwnProperty: 'x' } },
+      'service.hasOwnProperty',
+    ],
+    ['root key isPrototypeOf', { ...valid(), isPrototypeOf: 1 }, 'isPrototypeOf'],
+    ['ms field given as an option', { ...valid(), watch: { waitMs: 5 } }, 'watch.waitMs'],
+    [
+      'ms field given in a check',
+      { ...valid(), healthCheck: { ttl: '1s', ttlMs: 1000 } },
+      'healthCheck.ttlMs',
+    ],
+    [
+      'unknown key in a nested section',
+      { ...valid(), watch: { rateLimit: { perSec: 1 } } },
+      'watch.rateLimit.perSec',
+    ],
     ['service not an object', { service: 'orders' }, 'service'],
     ['enabled "yes"', { ...valid(), enabled: 'yes' }, 'enabled'],
     ['ca file missing', { ...valid(), consul: { ca: '/nonexistent/ca.pem' } }, 'consul.ca'],

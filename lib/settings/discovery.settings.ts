@@ -11,11 +11,9 @@ import {
   Matches,
   Max,
   Min,
-  ValidateNested,
 } from 'class-validator';
-import type { HealthCheckSettings } from './health-check.settings.js';
 import {
-  DATACENTER_PATTERN,
+  IsDatacenter,
   IsDuration,
   IsHost,
   IsPort,
@@ -24,17 +22,30 @@ import {
   IsServiceName,
   IsServiceTags,
   SERVICE_NAME_PATTERN,
-} from './settings.validators.js';
+} from '../protocol/field.rules.js';
+import {
+  readHealthCheck,
+  TtlHealthCheckSettings,
+  type HealthCheckSettings,
+} from '../protocol/health-check.rules.js';
+import { Nested, ReadWith } from '../protocol/input.reader.js';
+
+/** PEM text, as opposed to the path of a PEM file. */
+export const PEM_PATTERN = /-----BEGIN [A-Z ]+-----/;
+
+// The property initializers are the defaults; the factory adds the env-derived and computed ones.
 
 export class ConsulConnectionSettings {
+  /** `CONSUL_HTTP_ADDR` when set. */
   @IsHost()
-  host: string;
+  host = '127.0.0.1';
 
   @IsPort()
-  port: number;
+  port = 8500;
 
+  /** `CONSUL_HTTP_ADDR` with `https://` or `CONSUL_HTTP_SSL=true` make it `true`. */
   @IsBoolean()
-  secure: boolean;
+  secure = false;
 
   /** Sent as `X-Consul-Token` only; never logged, never in an error message. */
   @IsOptional()
@@ -42,9 +53,9 @@ export class ConsulConnectionSettings {
   @IsNotEmpty({ message: 'consul.token must not be empty' })
   token?: string;
 
+  /** The agent's when omitted. */
   @IsOptional()
-  @IsString()
-  @Matches(DATACENTER_PATTERN, { message: '$property must be a datacenter name' })
+  @IsDatacenter()
   datacenter?: string;
 
   /** CA, client certificate and key: a PEM string or a path to a PEM file. */
@@ -63,97 +74,103 @@ export class ConsulConnectionSettings {
   @IsInt()
   @Min(1)
   @Max(600_000)
-  timeoutMs: number;
+  timeoutMs = 5000;
 
   @IsInt()
   @Min(1)
   @Max(150)
-  maxSockets: number;
+  maxSockets = 32;
 }
 
 export class ServiceSettings {
+  /** Required when `autoRegister` is true. */
   @IsOptional()
   @IsServiceName()
   name?: string;
 
+  /** Defaults to `${name}-${hostname}-${port}`. */
   @IsOptional()
   @IsServiceId()
   id?: string;
 
+  /** Defaults to the first non-internal IPv4 address of this host. */
   @IsOptional()
   @IsHost()
   address?: string;
 
+  /** Omit the address so the agent's is used. */
   @IsBoolean()
-  preferAgentAddress: boolean;
+  preferAgentAddress = false;
 
+  /** Required when `autoRegister` is true. */
   @IsOptional()
   @IsPort()
   port?: number;
 
   @IsServiceTags()
-  tags: string[];
+  tags: string[] = [];
 
   @IsServiceMeta()
-  meta: Record<string, string>;
+  meta: Record<string, string> = {};
 }
 
 export class HeartbeatSettings {
   @IsNumber({ allowNaN: false, allowInfinity: false })
   @Min(0.05)
   @Max(0.9)
-  intervalRatio: number;
+  intervalRatio = 1 / 3;
 }
 
 export class RetrySettings {
   @IsInt()
   @Min(1)
   @Max(100)
-  maxAttempts: number;
+  maxAttempts = 6;
 
   @IsInt()
   @Min(1)
   @Max(600_000)
-  initialDelayMs: number;
+  initialDelayMs = 200;
 
   @IsInt()
   @Min(1)
   @Max(600_000)
-  maxDelayMs: number;
+  maxDelayMs = 5000;
 
   @IsBoolean()
-  failFast: boolean;
+  failFast = false;
 }
 
 export class RateLimitSettings {
   @IsNumber({ allowNaN: false, allowInfinity: false })
   @Min(0.01)
   @Max(10_000)
-  perSecond: number;
+  perSecond = 20;
 
   @IsInt()
   @Min(1)
   @Max(10_000)
-  burst: number;
+  burst = 10;
 }
 
 export const WATCH_CONSISTENCY = ['default', 'stale', 'consistent'] as const;
 export type WatchConsistency = (typeof WATCH_CONSISTENCY)[number];
 
 export class WatchSettings {
+  /** Long-poll `wait`. */
   @IsDuration()
-  waitTime: string;
+  waitTime = '60s';
 
   @IsIn(WATCH_CONSISTENCY)
-  consistency: WatchConsistency;
+  consistency: WatchConsistency = 'default';
 
-  @ValidateNested()
-  rateLimit: RateLimitSettings;
+  @Nested()
+  rateLimit = new RateLimitSettings();
 
   @IsInt()
   @Min(1)
   @Max(150)
-  maxLongPolls: number;
+  maxLongPolls = 64;
 
   @IsArray()
   @ArrayMaxSize(10_000)
@@ -161,37 +178,47 @@ export class WatchSettings {
     each: true,
     message: 'each value in $property must be a service name',
   })
-  services: string[];
+  services: string[] = [];
+
+  /** `waitTime` in ms, set once the settings are valid; not an input. */
+  waitMs: number;
 }
 
 /** The validated, defaulted settings every part of the module reads (`DISCOVERY_SETTINGS`). */
 export class DiscoverySettings {
+  /** `false`: the hooks do nothing; the provider is still injectable. */
   @IsBoolean()
-  enabled: boolean;
+  enabled = true;
 
+  /** Register on bootstrap, deregister on shutdown. */
   @IsBoolean()
-  autoRegister: boolean;
+  autoRegister = true;
 
-  @ValidateNested()
-  consul: ConsulConnectionSettings;
+  @Nested()
+  consul = new ConsulConnectionSettings();
 
-  @ValidateNested()
-  service: ServiceSettings;
+  @Nested()
+  service = new ServiceSettings();
 
-  @ValidateNested()
-  healthCheck: HealthCheckSettings;
+  /** A given check replaces this one as a whole. */
+  @ReadWith(readHealthCheck)
+  healthCheck: HealthCheckSettings = Object.assign(new TtlHealthCheckSettings(), {
+    ttl: '10s',
+    deregisterCriticalServiceAfter: '1m',
+  });
 
-  @ValidateNested()
-  heartbeat: HeartbeatSettings;
+  @Nested()
+  heartbeat = new HeartbeatSettings();
 
-  @ValidateNested()
-  retry: RetrySettings;
+  @Nested()
+  retry = new RetrySettings();
 
+  /** The whole teardown never takes longer. */
   @IsInt()
   @Min(1)
   @Max(600_000)
-  shutdownTimeoutMs: number;
+  shutdownTimeoutMs = 3000;
 
-  @ValidateNested()
-  watch: WatchSettings;
+  @Nested()
+  watch = new WatchSettings();
 }

@@ -1,9 +1,5 @@
-export * from './discovery.settings.js';
-export * from './discovery-module-options.interface.js';
-export * from './discovery-settings.defaults.js';
-export * from './discovery-settings.factory.js';
-export * from './duration.util.js';
-export * from './health-check.settings.js';
-export * from './registration.settings.js';
-export * from './settings-validation.js';
-export * from './settings.validators.js';
+export { DiscoverySettings } from './discovery.settings.js';
+export type {
+  DiscoveryModuleOptions,
+  DiscoveryOptionsFactory,
+} from './discovery-module-options.interface.js';

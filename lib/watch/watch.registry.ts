@@ -3,7 +3,6 @@ import { ConsulClient } from '../consul/consul.client.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import type { DiscoveryQuery } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
-import { parseDuration } from '../settings/duration.util.js';
 import { ChangeFeed } from './change-feed.js';
 import { ServiceWatch, type ServiceWatchOptions } from './service-watch.js';
 import { watchKey } from './watch-key.js';
@@ -27,7 +26,7 @@ export class WatchRegistry {
     const { watch, retry } = settings;
     this.maxLongPolls = watch.maxLongPolls;
     this.options = {
-      waitMs: parseDuration(watch.waitTime) ?? 60_000,
+      waitMs: watch.waitMs,
       consistency: watch.consistency,
       rateLimit: watch.rateLimit,
       backoff: { initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs },

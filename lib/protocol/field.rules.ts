@@ -17,8 +17,6 @@ import { isPositiveDuration } from './duration.util.js';
 
 export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 export const SERVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-/** PEM text, as opposed to the path of a PEM file. */
-export const PEM_PATTERN = /-----BEGIN [A-Z ]+-----/;
 export const DATACENTER_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 export const META_KEY_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 export const RESERVED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
@@ -107,7 +105,7 @@ export const IsHttpHeaderMap = (options?: ValidationOptions) =>
     options,
   );
 
-/** Several class-validator decorators as one, so both the settings and register() share rules. */
+/** Several class-validator decorators as one, so settings and arguments share each field's rule. */
 const compose =
   (...decorators: PropertyDecorator[]): PropertyDecorator =>
   (target, key) => {
@@ -139,4 +137,10 @@ export const IsServiceTags = (): PropertyDecorator =>
     IsString({ each: true }),
     IsNotEmpty({ each: true }),
     MaxLength(255, { each: true }),
+  );
+
+export const IsDatacenter = (): PropertyDecorator =>
+  compose(
+    IsString(),
+    Matches(DATACENTER_PATTERN, { message: '$property must be a datacenter name' }),
   );

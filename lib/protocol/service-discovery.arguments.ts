@@ -1,28 +1,30 @@
-import { IsNotEmpty, IsOptional, IsString, Matches, MaxLength } from 'class-validator';
+import { IsNotEmpty, IsOptional, IsString, MaxLength } from 'class-validator';
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
-import type {
-  DiscoveryQuery,
-  ServiceRegistration,
-} from '../protocol/service-discovery.protocol.js';
-import type { HealthCheckSettings } from './health-check.settings.js';
 import {
+  DATACENTER_PATTERN,
+  IsDatacenter,
   IsHost,
   IsPort,
   IsServiceId,
   IsServiceMeta,
   IsServiceName,
   IsServiceTags,
-  DATACENTER_PATTERN,
   SERVICE_NAME_PATTERN,
-} from './settings.validators.js';
+} from './field.rules.js';
+import {
+  readHealthCheck,
+  setCheckDurations,
+  type HealthCheckSettings,
+} from './health-check.rules.js';
 import {
   copyMeta,
   copyTags,
   isPlainObject,
-  readHealthCheck,
-  readSection,
+  readInto,
+  ReadWith,
   ViolationCollector,
-} from './settings-validation.js';
+} from './input.reader.js';
+import type { DiscoveryQuery, ServiceRegistration } from './service-discovery.protocol.js';
 
 /** `register()`'s argument, validated like the settings' `service` section. */
 export class RegistrationArguments {
@@ -40,11 +42,12 @@ export class RegistrationArguments {
   address?: string;
 
   @IsServiceTags()
-  tags: string[];
+  tags: string[] = [];
 
   @IsServiceMeta()
-  meta: Record<string, string>;
+  meta: Record<string, string> = {};
 
+  @ReadWith(readHealthCheck)
   healthCheck?: HealthCheckSettings;
 }
 
@@ -66,12 +69,9 @@ class QueryArgument {
   tag?: string;
 
   @IsOptional()
-  @IsString()
-  @Matches(DATACENTER_PATTERN, { message: '$property must be a datacenter name' })
+  @IsDatacenter()
   datacenter?: string;
 }
-
-const REGISTRATION_KEYS = ['name', 'serviceId', 'port', 'address', 'tags', 'meta', 'healthCheck'];
 
 function fail(out: ViolationCollector, subject: string): void {
   if (!out.empty) throw new DiscoverySettingsError(out.violations, subject);
@@ -84,22 +84,12 @@ export function readRegistration(input: ServiceRegistration): RegistrationArgume
     out.add('registration', 'registration must be an object with name, serviceId and port');
     fail(out, 'register() arguments');
   }
-  const args = readSection(
-    input,
-    'registration',
-    RegistrationArguments,
-    REGISTRATION_KEYS,
-    { tags: [], meta: {} },
-    out,
-  );
+  const args = readInto(new RegistrationArguments(), input, 'registration', out);
   out.validate(args, 'registration');
-  const raw = input as unknown as Record<string, unknown>;
-  if (raw.healthCheck !== undefined) {
-    args.healthCheck = readHealthCheck(raw.healthCheck, 'registration.healthCheck', out);
-  }
   fail(out, 'register() arguments');
   args.tags = copyTags(args.tags);
   args.meta = copyMeta(args.meta);
+  if (args.healthCheck) setCheckDurations(args.healthCheck);
   return args;
 }
 
@@ -138,7 +128,7 @@ export function checkDiscoverQuery(name: unknown, query: unknown): DiscoveryQuer
   // Something is wrong: class-validator names every bad field.
   const out = new ViolationCollector();
   out.validate(Object.assign(new NameArgument(), { name }), '');
-  const args = readSection(query, 'query', QueryArgument, ['tag', 'datacenter'], {}, out);
+  const args = readInto(new QueryArgument(), query, 'query', out);
   out.validate(args, 'query');
   fail(out, 'discover() arguments');
   const result: DiscoveryQuery = {};

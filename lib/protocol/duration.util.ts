@@ -14,3 +14,16 @@ export function isPositiveDuration(value: unknown): value is string {
   const ms = parseDuration(value);
   return ms !== undefined && ms > 0;
 }
+
+/**
+ * Sets `target[key]` to the ms of a duration `IsDuration` has accepted, not enumerable, so that
+ * spreads, JSON and equality see only the fields that were given.
+ */
+export function setDurationMs<T extends object>(
+  target: T,
+  key: keyof T & string,
+  duration: string,
+): void {
+  const value = parseDuration(duration)!;
+  Object.defineProperty(target, key, { value, writable: true, configurable: true });
+}
