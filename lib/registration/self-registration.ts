@@ -14,7 +14,6 @@ import type { ServiceRegistration } from '../protocol/service-discovery.protocol
 import { ConsulRegistrar } from '../provider/consul.registrar.js';
 import { withDeadline } from '../resilience/with-deadline.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
-import { parseDuration } from '../protocol/duration.util.js';
 import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
 import { Heartbeat } from './heartbeat.js';
 import { canTransition, type RegistrationState, type SettledState } from './registration-state.js';
@@ -70,9 +69,9 @@ export class SelfRegistration {
         healthCheck,
       };
     }
-    const periodMs = parseDuration('ttl' in healthCheck ? healthCheck.ttl : healthCheck.interval);
+    const periodMs = 'ttl' in healthCheck ? healthCheck.ttlMs : healthCheck.intervalMs;
     this.heartbeat = new Heartbeat(
-      Math.max(NEVER_BELOW_MS, Math.floor((periodMs ?? 0) * settings.heartbeat.intervalRatio)),
+      Math.max(NEVER_BELOW_MS, Math.floor(periodMs * settings.heartbeat.intervalRatio)),
       () => this.beat(),
       () => this.beating(),
     );
