@@ -12,7 +12,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['consul'],
   ['watch'],
   ['provider'],
-  ['registration'],
+  ['registration', 'sharding'],
   ['discovery.module-definition.ts', 'discovery.providers.ts', 'discovery.service.ts'],
   ['discovery.module.ts'],
   ['index.ts'],
