@@ -37,6 +37,17 @@ export function isUnknownCheck(error: unknown): boolean {
 }
 
 /**
+ * Deregistering an unknown service: 1.8 answers 200, 1.8 with ACLs 500 `Unknown service`, newer
+ * Consul 404. All mean the service is gone.
+ */
+export function isUnknownService(error: unknown): boolean {
+  return (
+    error instanceof ConsulResponseError &&
+    (error.status === 404 || (error.status === 500 && /unknown service/i.test(error.consulMessage)))
+  );
+}
+
+/**
  * Every write registration makes to the agent (register, deregister, the heartbeat's look at its
  * own registration), with the retry policy of the settings: the one seam between registration
  * and the transport.
@@ -63,13 +74,13 @@ export class ConsulRegistrar {
     return this.retrying(options, () => this.client.registerService(definition));
   }
 
-  /** Deregisters with retries; an unknown service (404 on newer Consul) counts as gone. */
+  /** Deregisters with retries; an unknown service counts as gone. */
   deregister(serviceId: string, options: WriteOptions = {}): Promise<void> {
     return this.retrying(options, async () => {
       try {
         await this.client.deregisterService(serviceId);
       } catch (error) {
-        if (!(error instanceof ConsulResponseError && error.status === 404)) throw error;
+        if (!isUnknownService(error)) throw error;
       }
     });
   }
