@@ -1,10 +1,9 @@
 import 'reflect-metadata';
 import { ConsoleLogger } from '@nestjs/common';
-import { Test, type TestingModule } from '@nestjs/testing';
+import type { TestingModule } from '@nestjs/testing';
 import type { Observable, Subscription } from 'rxjs';
 import {
   DISCOVERY_PROVIDER,
-  DiscoveryModule,
   DiscoveryService,
   DiscoveryUnavailableError,
   type DiscoveryModuleOptions,
@@ -13,6 +12,7 @@ import {
   type ServiceInstance,
 } from '../lib/index.js';
 import {
+  TestApps,
   delay,
   freePort,
   startConsulAgent,
@@ -23,7 +23,7 @@ import {
   type CountingProxy,
 } from './support/index.js';
 
-// Live discovery (DESIGN.md §4.5) against one real Consul 1.8.7 dev agent: watch(), the watch
+// Live discovery (README "Behaviour" → "Live discovery") against one real Consul 1.8.7 dev agent: watch(), the watch
 // cache behind discover()/snapshot()/freshness(), long-poll sharing and bounds, and what happens
 // when the agent restarts or disappears. The library talks to the agent through counting proxies
 // wherever requests or connections are counted. Tests that kill or restart the agent run last.
@@ -34,7 +34,7 @@ const logger = new ConsoleLogger({
 });
 
 let agent: ConsulAgent;
-const apps = new Set<TestingModule>();
+const apps = new TestApps(() => logger);
 const proxies = new Set<CountingProxy>();
 /** Measured latencies, printed at the end with E2E_TIMINGS=1 (for reports, not assertions). */
 const timings: Record<string, number | string> = {};
@@ -44,8 +44,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  await Promise.all([...apps].map((app) => app.close()));
-  apps.clear();
+  await apps.closeAll();
   await Promise.all([...proxies].map((proxy) => proxy.close()));
   proxies.clear();
 });
@@ -81,21 +80,12 @@ async function createApp(port: number, extra: DiscoveryModuleOptions = {}): Prom
     consul: { host: '127.0.0.1', port, timeoutMs: 2_000, ...extra.consul },
     retry: { maxAttempts: 2, initialDelayMs: 50, maxDelayMs: 400, ...extra.retry },
   };
-  const module = await Test.createTestingModule({
-    imports: [DiscoveryModule.forRoot(options)],
-  })
-    .setLogger(logger)
-    .compile();
-  apps.add(module);
-  await module.init();
+  const module = await apps.start(options);
   return {
     module,
     discovery: module.get(DiscoveryService),
     provider: module.get<ServiceDiscoveryProtocol>(DISCOVERY_PROVIDER),
-    close: async () => {
-      apps.delete(module);
-      await module.close();
-    },
+    close: () => apps.close(module),
   };
 }
 
@@ -141,11 +131,6 @@ async function registerRaw(name: string, id: string, tags: string[] = []): Promi
 }
 
 /** The agent's own view (raw API, not the library): ids of the passing instances of `name`. */
-async function passingAtAgent(name: string, tag?: string): Promise<string[]> {
-  const entries = await agent.api().healthService(name, { passing: true, tag });
-  return entries.map((e) => e.Service.ID).sort();
-}
-
 /**
  * Waits (≤ 1 s from the moment the agent acknowledged the change) until every watch recorder
  * and both discover() paths show `expected`; returns the elapsed ms.
@@ -253,7 +238,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
     const pollsBefore = longPolls(p, name).length;
     await registerRaw('live-unrelated', 'live-unrelated-1');
     await agent.api().failTtl('service:live-unrelated-1', 'down');
-    expect(await passingAtAgent('live-unrelated')).toEqual([]);
+    expect(await agent.api().passingIds('live-unrelated')).toEqual([]);
     await agent.api().deregisterService('live-unrelated-1');
     expect(await agent.api().agentServices()).not.toHaveProperty('live-unrelated-1');
     await delay(500);
@@ -301,7 +286,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
     // The same set as the watch and as the agent itself.
     const watched = await app.discovery.discover(name);
     expect(ids(watched)).toEqual(rec.last());
-    expect(ids(watched)).toEqual(await passingAtAgent(name));
+    expect(ids(watched)).toEqual(await agent.api().passingIds(name));
     expect(watched[0]).toMatchObject({ name, address: '127.0.0.1', port: 9000 });
 
     // snapshot(): synchronous, a copy, undefined for an unwatched name (or another query).
@@ -436,7 +421,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
     await delay(500);
     expect(blue.values).toHaveLength(blueCount);
     expect(ids(await app.discovery.discover(name, { tag: 'blue' }))).toEqual(
-      await passingAtAgent(name, 'blue'),
+      await agent.api().passingIds(name, { tag: 'blue' }),
     );
     expect(longPolls(p, name, 'green')).toEqual([]);
 
@@ -599,7 +584,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
     );
     // A short call on the other pool, leaving an idle keep-alive socket behind.
     expect(await app.provider.discover('close-unwatched')).toEqual([]);
-    expect(await passingAtAgent('close-self')).toEqual(['close-self-1']);
+    expect(await agent.api().passingIds('close-self')).toEqual(['close-self-1']);
     expect(p.openConnections).toBeGreaterThanOrEqual(4);
     timings['open connections before close'] = p.openConnections;
 
@@ -613,7 +598,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
     });
     timings['close → 0 open connections ms'] = Math.round(performance.now() - started);
     expect(rec.errors).toEqual([]);
-    expect(await passingAtAgent('close-self')).toEqual([]);
+    expect(await agent.api().passingIds('close-self')).toEqual([]);
   });
 
   it('Consul unreachable: an unwatched discover() rejects with DiscoveryUnavailableError; a watch of it stays silent', async () => {
@@ -711,7 +696,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
       message: `subscribers should see the instance come back (saw ${JSON.stringify(rec.values)})`,
     });
     timings['restart: agent up → set back ms'] = Math.round(performance.now() - vanished);
-    expect(await passingAtAgent(name)).toEqual(['restart-h-1']);
+    expect(await agent.api().passingIds(name)).toEqual(['restart-h-1']);
     expect(rec.values.slice(seen)).toEqual([[], ['restart-h-1']]);
     expect(ids(await app.provider.discover(name))).toEqual(['restart-h-1']);
     expect(app.discovery.freshness(name)?.stale).toBe(false);
