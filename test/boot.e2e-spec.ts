@@ -111,14 +111,25 @@ describe('boot', () => {
     proxies.push(proxy);
     const logger = new CapturingLogger();
     const app = await apps.start(options(name, proxy.port), logger);
+    expect(
+      await agent
+        .api()
+        .passingIds(name)
+        .catch(() => 'agent down'),
+    ).toBe('agent down');
     // Far more connection attempts than retry.maxAttempts: the background loop does not give up.
     await waitFor(() => proxy.totalConnections > 4 * FAST_RETRY.maxAttempts, {
       timeoutMs: 10_000,
       message: 'background registration keeps trying',
     });
+    expect(proxy.totalConnections).toBeGreaterThan(4 * FAST_RETRY.maxAttempts);
+    expect(logger.lines('warn').join('\n')).toMatch(/boot-long-1.*retrying in the background/);
+    expect(logger.lines('error')).toEqual([]);
     await agent.start();
     await untilPassing(name, 5_000, logger);
+    expect(await agent.api().passingIds(name)).toEqual([`${name}-1`]);
     await apps.close(app);
+    expect(await agent.api().passingIds(name)).toEqual([]);
   });
 
   it('failFast false: a 4xx at boot (ACL 403) also keeps retrying in the background', async () => {
@@ -197,7 +208,8 @@ describe('boot', () => {
     await expect(app.init()).rejects.toBeInstanceOf(DiscoveryUnavailableError);
     const after = proxy.totalConnections;
     await agent.start();
-    // Several backoff ceilings and one heartbeat interval later, still nothing was sent.
+    // Absence has no signal to count here (no timer of the app is left to observe), so a short
+    // fixed window: several backoff ceilings (200 ms) and one heartbeat interval (1 s).
     await expect(
       waitFor(() => proxy.totalConnections > after, { timeoutMs: 1_500, message: 'quiet' }),
     ).rejects.toThrow(/quiet/);
