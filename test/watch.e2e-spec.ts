@@ -165,6 +165,23 @@ async function within1s(
 }
 
 /** Long-poll request lines (`index=`) for `/v1/health/service/<name>`, optionally with a tag. */
+/**
+ * The long-poll of `name` was re-armed exactly once since `before` requests, i.e. woken by the
+ * last change only: waits for the re-arm carrying the agent's current index (the one after that
+ * change), then counts. An earlier, spurious wake would show up as one more re-arm.
+ */
+async function expectWokenOnce(p: CountingProxy, name: string, before: number): Promise<void> {
+  const res = await fetch(`${agent.baseUrl}/v1/health/service/${name}`);
+  await res.body?.cancel();
+  const current = Number(res.headers.get('x-consul-index'));
+  const indexOf = (line: string): number => Number(/[?&]index=(\d+)/.exec(line)?.[1] ?? 0);
+  await waitFor(() => longPolls(p, name).some((line) => indexOf(line) >= current), {
+    timeoutMs: 1_000,
+    message: `the long-poll should be re-armed at index ${current}`,
+  });
+  expect(longPolls(p, name).length).toBe(before + 1);
+}
+
 function longPolls(p: CountingProxy, name: string, tag?: string): string[] {
   return p
     .requests(`/v1/health/service/${name}?`)
@@ -236,14 +253,9 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
     expectedHistory.push(['live-a-1', 'live-a-3']);
     expect(first.values).toEqual(expectedHistory);
     expect(second.values).toEqual(expectedHistory);
-    await waitFor(() => longPolls(p, name).length >= polls + 1, {
-      timeoutMs: 1_000,
-      message: 'the long-poll should be re-armed after the sentinel',
-    });
-    expect(longPolls(p, name).length).toBe(polls + 1);
+    await expectWokenOnce(p, name, polls);
 
-    // An unrelated service registers, flips critical and leaves (read back from the agent),
-    // then the same bounded window.
+    // An unrelated service registers, flips critical and leaves (read back from the agent).
     polls = longPolls(p, name).length;
     await registerRaw('live-unrelated', 'live-unrelated-1');
     await agent.api().failTtl('service:live-unrelated-1', 'down');
@@ -257,11 +269,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
     expectedHistory.push(['live-a-1']);
     expect(first.values).toEqual(expectedHistory);
     expect(second.values).toEqual(expectedHistory);
-    await waitFor(() => longPolls(p, name).length >= polls + 1, {
-      timeoutMs: 1_000,
-      message: 'the long-poll should be re-armed after the sentinel',
-    });
-    expect(longPolls(p, name).length).toBe(polls + 1);
+    await expectWokenOnce(p, name, polls);
     expect([...first.errors, ...second.errors]).toEqual([]);
 
     first.subscription.unsubscribe();
