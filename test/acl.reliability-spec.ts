@@ -268,8 +268,8 @@ describe('ACL (default deny) reliability', () => {
     expect(cause.length).toBeGreaterThanOrEqual(1);
     expect(cause[0]).toContain(`service:write on ${NAME}`);
 
-    // DESIGN §4.1: "if it fails — transport or 4xx — … registration keeps retrying in the
-    // background with capped backoff, without limit, until it succeeds or shutdown".
+    // README "Behaviour" → "Boot": registration keeps retrying in the background without
+    // limit (capped backoff; 4xx included) until it succeeds or the app shuts down.
     await waitFor(() => proxy.requests('/v1/agent/service/register').length - before >= 3, {
       timeoutMs: 5_000,
       message: `background registration did not keep retrying after a 403 (log: ${JSON.stringify(

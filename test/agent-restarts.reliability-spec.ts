@@ -17,7 +17,7 @@ import {
 // comes back empty) while APPS in-process apps heartbeat (TTL '3s' → a pass every 1 s). Each
 // time, every app must be back in ?passing within one heartbeat interval + 1 s, measured from the
 // moment the agent answers again (it has a leader and its node in the catalog: start() resolved).
-// The next beat gets "does not have associated TTL" and re-registers at once (DESIGN §4.2).
+// The next beat gets "does not have associated TTL" and re-registers at once (README "Behaviour").
 
 const APPS = 5;
 const RESTARTS = 10;

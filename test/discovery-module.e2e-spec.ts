@@ -31,7 +31,7 @@ let agent: ConsulAgent;
 let dataDir: string;
 let nodeName: string;
 
-/** The consumer from DESIGN.md §1: gets the protocol by token, through constructor DI. */
+/** A consumer: gets the protocol by token, through constructor DI. */
 @Injectable()
 class ShardingService {
   constructor(@Inject(DISCOVERY_PROVIDER) private readonly discovery: ServiceDiscoveryProtocol) {}

@@ -13,7 +13,7 @@ import {
   type HealthServiceEntry,
 } from './support/index.js';
 
-// Heartbeat + self-repair (DESIGN §4.2): the registration comes back by itself after the dev
+// Heartbeat + self-repair (README "Behaviour"): the registration comes back by itself after the dev
 // agent restarts empty, and after a deregistration behind the app's back, at the next beat.
 const TTL = '3s';
 const HEARTBEAT_MS = 1_000; // 3 s × the default intervalRatio 1/3

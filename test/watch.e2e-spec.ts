@@ -542,7 +542,7 @@ describe('DiscoveryService.watch (live discovery, real Consul)', () => {
   });
 
   it('beyond maxLongPolls, connections stay bounded however many names are watched (30 names)', async () => {
-    // DESIGN §3/§4.5: long-polls ≤ maxLongPolls (+ the feed's 2 per datacenter); every other
+    // README "Connection bound": long-polls ≤ maxLongPolls (+ the feed's 2 per datacenter); every other
     // read goes through the capped pool (consul.maxSockets). So connections ≤ 2 + 2 + 4 here.
     const names = Array.from({ length: 30 }, (_, i) => `many-${i}`);
     for (const n of names.slice(0, 5)) await registerRaw(n, `${n}-a`);
