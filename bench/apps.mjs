@@ -1,24 +1,22 @@
-// Nest application contexts for the benchmark, with decorators applied as functions.
+// Nest apps and Consul helpers for the benchmark, on the repository's test toolkit
+// (test/support, compiled into .tmp/toolkit by `npm run bench`'s prebench step) and the BUILT
+// library (dist/).
 import 'reflect-metadata';
 import { setImmediate } from 'node:timers';
-import { Injectable, Module } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import { Injectable } from '@nestjs/common';
+import { AppHarness, SILENT_LOGGER } from '../.tmp/toolkit/toolkit.js';
 import { DISCOVERY_PROVIDER, DiscoveryModule, DiscoveryService } from '../dist/index.js';
 
-/**
- * An application context importing DiscoveryModule.forRoot(options). Each call defines a fresh
- * module class, so apps never share module instances.
- */
+const apps = new AppHarness(DiscoveryModule, () => SILENT_LOGGER);
+
+/** An app importing DiscoveryModule.forRoot(options) (dist/), bootstrapped. */
 export async function discoveryApp(options) {
-  class AppModule {}
-  Module({ imports: [DiscoveryModule.forRoot(options)] })(AppModule);
-  const app = await NestFactory.createApplicationContext(AppModule, { logger: false });
-  await app.init();
+  const app = await apps.start(options);
   return {
     app,
     service: app.get(DiscoveryService),
     provider: app.get(DISCOVERY_PROVIDER),
-    close: () => app.close(),
+    close: () => apps.close(app),
   };
 }
 
@@ -30,24 +28,52 @@ export async function plainApp() {
     }
   }
   Injectable()(Greeter);
-  class AppModule {}
-  Module({ providers: [Greeter] })(AppModule);
-  const app = await NestFactory.createApplicationContext(AppModule, { logger: false });
-  await app.init();
-  return { app, close: () => app.close() };
+  const app = await apps.init(await apps.compile({ providers: [Greeter] }));
+  return { app, close: () => apps.close(app) };
 }
 
-/** Module options for an app on the given agent (host/port) registering `name` on `port`. */
-export function moduleOptions(agent, { name, port, register = true, ...rest } = {}) {
-  const options = {
-    consul: { host: agent.host, port: agent.port },
-    autoRegister: register,
-    ...rest,
-  };
+/**
+ * Module options for an app on `target` (a ConsulAgent or a CountingProxy of the toolkit)
+ * registering `name` on `port`.
+ */
+export function moduleOptions(target, { name, port, register = true, ...rest } = {}) {
+  const consul =
+    'httpPort' in target
+      ? { host: target.bind, port: target.httpPort }
+      : { host: target.host, port: target.port };
+  const options = { consul, autoRegister: register, ...rest };
   if (register) {
     options.service = { name, id: `${name}-${port}`, address: '127.0.0.1', port };
   }
   return options;
+}
+
+/** How the benchmark makes changes in Consul: the toolkit's raw API, independent of the library. */
+export function benchApi(agent) {
+  const api = agent.api();
+  const check = (id) => `service:${id}`;
+  return {
+    /** A service instance with a TTL check that starts passing (a new TTL check starts critical). */
+    register: (name, id, port, extra = {}) =>
+      api.registerService({
+        Name: name,
+        ID: id,
+        Address: '127.0.0.1',
+        Port: port,
+        ...extra,
+        Check: { TTL: '30m', Status: 'passing' },
+      }),
+    deregister: (id) => api.deregisterService(id),
+    failTtl: (id) => api.failTtl(check(id)),
+    passTtl: (id) => api.passTtl(check(id)),
+    passing: (name) => api.healthService(name, { passing: true }),
+    /** Runs `fn` over `items` with at most `width` in flight. */
+    async inBatches(items, width, fn) {
+      for (let i = 0; i < items.length; i += width) {
+        await Promise.all(items.slice(i, i + width).map((item, j) => fn(item, i + j)));
+      }
+    },
+  };
 }
 
 /** Subscribes to watch(name) and resolves with the subscription once the first set arrived. */

@@ -60,19 +60,3 @@ export async function timeInterleaved(fns, { iterations, warmup }) {
   }
   return samples;
 }
-
-export function waitUntil(predicate, { timeoutMs = 10_000, message = 'condition' } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const tick = async () => {
-      try {
-        if (await predicate()) return resolve();
-      } catch (error) {
-        return reject(error);
-      }
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${message}`));
-      setTimeout(tick, 10);
-    };
-    void tick();
-  });
-}

@@ -2,9 +2,10 @@
 // next to a naive loop that calls the raw client's health.service every 1000 ms.
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from '../.tmp/toolkit/toolkit.js';
 import { discoveryApp, moduleOptions, watchReady } from './apps.mjs';
 import { summarize } from './stats.mjs';
-import { nextTurn, waitUntil } from './measure.mjs';
+import { nextTurn } from './measure.mjs';
 
 const REG = 'bench-prop-reg';
 const CHK = 'bench-prop-chk';
@@ -106,7 +107,9 @@ export async function propagationSection({ agent, api, raw, report }) {
     };
     subscriptions.push(await watchReady(svc, REG, undefined, onEmit(REG)));
     subscriptions.push(await watchReady(svc, CHK, undefined, onEmit(CHK)));
-    await waitUntil(() => svc.snapshot(CHK)?.length === chkIds.length + 1, {
+    await waitFor(() => svc.snapshot(CHK)?.length === chkIds.length + 1, {
+      timeoutMs: 10_000,
+      intervalMs: 10,
       message: `${CHK} fully passing in the watch`,
     });
 
@@ -117,7 +120,9 @@ export async function propagationSection({ agent, api, raw, report }) {
       ...startBlockingQuery(agent.baseUrl, name),
     }));
     stoppers.push(...blocking.map((b) => b.stop));
-    await waitUntil(() => blocking.every((b) => b.log.length > 0), {
+    await waitFor(() => blocking.every((b) => b.log.length > 0), {
+      timeoutMs: 10_000,
+      intervalMs: 10,
       message: 'reference long-polls',
     });
 
@@ -153,8 +158,9 @@ export async function propagationSection({ agent, api, raw, report }) {
         await change();
         event.putDoneAt = process.hrtime.bigint();
         await spin;
-        await waitUntil(() => event.watchAt !== undefined, {
+        await waitFor(() => event.watchAt !== undefined, {
           timeoutMs: EVENT_TIMEOUT_MS,
+          intervalMs: 10,
           message: `watch(${name}) to emit the ${kind} of ${id}`,
         });
       } finally {

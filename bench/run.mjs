@@ -5,13 +5,13 @@ import os from 'node:os';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import Consul from 'consul';
-import { startAgent } from './agent.mjs';
 import { bootstrapSection } from './bootstrap.mjs';
-import { consulApi } from './consul-api.mjs';
+import { benchApi } from './apps.mjs';
 import { latencySection } from './latency.mjs';
 import { propagationSection } from './propagation.mjs';
 import { scaleSection } from './scale.mjs';
 import { formatNs, formatRatio, renderTable } from './stats.mjs';
+import { startConsulAgent } from '../.tmp/toolkit/toolkit.js';
 
 const RESULTS = fileURLToPath(new URL('./results.json', import.meta.url));
 
@@ -88,15 +88,15 @@ async function main() {
   if (typeof globalThis.gc !== 'function') {
     console.error('bench: run with `node --expose-gc` (npm run bench does) for heap numbers');
   }
-  agent = await startAgent();
-  const env = machine(agent.version);
+  agent = await startConsulAgent({ extraArgs: ['-log-level', 'warn'] });
+  const env = machine(await agent.version());
   console.log(
     `Machine: ${env.cpus} CPUs (${env.cpuModel}), ${env.memoryGiB} GiB, ${env.os}; ` +
       `Node ${env.node}; Consul ${env.consul} dev agent on ${agent.baseUrl}; ` +
       `load average ${env.loadAverage1m} at start`,
   );
-  const api = consulApi(agent.baseUrl);
-  raw = new Consul({ host: agent.host, port: agent.port });
+  const api = benchApi(agent);
+  raw = new Consul({ host: agent.bind, port: agent.httpPort });
   const report = createReport();
   const ctx = { agent, api, raw, report };
   const results = { startedAt: new Date(started).toISOString(), machine: env, sections: {} };

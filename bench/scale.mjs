@@ -2,10 +2,10 @@
 import { execFileSync } from 'node:child_process';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { startCountingProxy, waitFor } from '../.tmp/toolkit/toolkit.js';
 import { discoveryApp, moduleOptions, watchReady } from './apps.mjs';
-import { startCountingProxy } from './proxy.mjs';
 import { summarize } from './stats.mjs';
-import { collect, timeBatches, timeEach, waitUntil } from './measure.mjs';
+import { collect, timeBatches, timeEach } from './measure.mjs';
 
 const BIG = 'bench-big';
 const BIG_INSTANCES = 1_000;
@@ -41,17 +41,13 @@ export async function scaleSection({ agent, api, report }) {
   await api.inBatches(bigIds, 50, (id, i) => api.register(BIG, id, 40_000 + i, { Tags: ['big'] }));
   await api.inBatches(smallNames, 50, (name, i) => api.register(name, `${name}-0`, 45_000 + i));
   const registerMs = Number(process.hrtime.bigint() - tReg) / 1e6;
-  await waitUntil(async () => (await api.passing(BIG)).length === BIG_INSTANCES, {
+  await waitFor(async () => (await api.passing(BIG)).length === BIG_INSTANCES, {
+    timeoutMs: 10_000,
     message: `${BIG_INSTANCES} passing instances of ${BIG}`,
   });
 
-  const proxy = await startCountingProxy(agent.port);
-  const app = await discoveryApp(
-    moduleOptions(
-      { host: proxy.host, port: proxy.port },
-      { name: 'bench-scale-self', port: 31_004 },
-    ),
-  );
+  const proxy = await startCountingProxy(agent.httpPort);
+  const app = await discoveryApp(moduleOptions(proxy, { name: 'bench-scale-self', port: 31_004 }));
   const subscriptions = [];
   try {
     const svc = app.service;
@@ -59,25 +55,25 @@ export async function scaleSection({ agent, api, report }) {
     const heapBefore = process.memoryUsage().heapUsed;
 
     proxy.resetPeak();
-    const requestsBeforeWatching = proxy.requestCount();
+    const requestsBeforeWatching = proxy.requestLines.length;
     const tWatch = process.hrtime.bigint();
     subscriptions.push(await watchReady(svc, BIG)); // first: gets its own long-poll
     subscriptions.push(...(await Promise.all(smallNames.map((name) => watchReady(svc, name)))));
     const watchAllMs = Number(process.hrtime.bigint() - tWatch) / 1e6;
-    const peakWhileStarting = proxy.peak;
-    const requestsWhileStarting = proxy.requestCount() - requestsBeforeWatching;
+    const peakWhileStarting = proxy.peakConnections;
+    const requestsWhileStarting = proxy.requestLines.length - requestsBeforeWatching;
     if (svc.snapshot(BIG)?.length !== BIG_INSTANCES) throw new Error(`${BIG} snapshot incomplete`);
     for (const name of smallNames) {
       if (svc.snapshot(name)?.length !== 1) throw new Error(`${name} snapshot incomplete`);
     }
     // Settled: only blocking queries left in flight, for a while.
     let quietSince = Date.now();
-    await waitUntil(
+    await waitFor(
       () => {
         if (proxy.inFlight !== proxy.longPollsInFlight) quietSince = Date.now();
         return Date.now() - quietSince >= 500;
       },
-      { message: 'only long-polls in flight' },
+      { timeoutMs: 10_000, intervalMs: 10, message: 'only long-polls in flight' },
     );
     collect();
     const heapAfter = process.memoryUsage().heapUsed;
@@ -94,10 +90,10 @@ export async function scaleSection({ agent, api, report }) {
 
     // Idle window: nothing changes in Consul; count every request the process sends.
     await sleep(300);
-    const before = proxy.requestCount();
+    const before = proxy.requestLines.length;
     const conn = { open: [], longPolls: [], ss: [] };
     const sampleConnections = () => {
-      conn.open.push(proxy.open);
+      conn.open.push(proxy.openConnections);
       conn.longPolls.push(proxy.longPollsInFlight);
       const ss = ssCount(proxy.port);
       if (ss !== undefined) conn.ss.push(ss);
@@ -109,7 +105,7 @@ export async function scaleSection({ agent, api, report }) {
       sampleConnections();
     }
     const windowS = (Date.now() - tIdle) / 1000;
-    const idle = proxy.requestsSince(before);
+    const idle = proxy.log.slice(before);
     const heartbeats = idle.filter((r) => r.path.includes('/v1/agent/check/pass/')).length;
     const longPollReissues = idle.filter((r) => /[?&]index=/.test(r.path)).length;
     const other = idle.length - heartbeats - longPollReissues;

@@ -6,11 +6,13 @@ import {
   type DiscoveryModuleOptions,
   type ServiceDiscoveryProtocol,
 } from '../lib/index.js';
-import { FAST_RETRY, TestApps, startRequestTap } from './support/fixtures/lifecycle.fixture.js';
 import {
   CapturingLogger,
+  FAST_RETRY,
+  TestApps,
   errorText,
   startConsulAgent,
+  startCountingProxy,
   stopAllAgents,
   waitFor,
   type ConsulAgent,
@@ -50,9 +52,6 @@ describe('ACL agent (default deny)', () => {
     );
   }
 
-  const passingIds = async (name: string): Promise<string[]> =>
-    (await agent.api().healthService(name, { passing: true })).map((e) => e.Service.ID);
-
   beforeAll(async () => {
     delete process.env.CONSUL_HTTP_TOKEN;
     agent = await startConsulAgent({ acl: { masterToken: MASTER } });
@@ -72,7 +71,7 @@ describe('ACL agent (default deny)', () => {
     expect((error as Error).message).toContain('service:write');
     expect((error as ConsulResponseError).consulMessage).toContain('service:write');
     expect(errorText(error) + logger.all()).not.toContain(MASTER);
-    expect(await passingIds('acl-none')).toEqual([]);
+    expect(await agent.api().passingIds('acl-none')).toEqual([]);
   });
 
   it('with an unknown token: 403 "ACL not found", and the token is never shown', async () => {
@@ -89,7 +88,7 @@ describe('ACL agent (default deny)', () => {
 
   it('register() refused by ACL resolves false, once, with the cause logged and no token', async () => {
     const token = await agent.api().createAclToken(MASTER, `node_prefix "" { policy = "read" }`);
-    const tap = await startRequestTap(agent.httpPort);
+    const tap = await startCountingProxy(agent.httpPort);
     try {
       const logger = new CapturingLogger();
       const app = await apps.start(
@@ -129,11 +128,11 @@ describe('ACL agent (default deny)', () => {
           `node_prefix "" { policy = "read" }`,
         ].join('\n'),
       );
-    const tap = await startRequestTap(agent.httpPort);
+    const tap = await startCountingProxy(agent.httpPort);
     try {
       const logger = new CapturingLogger();
       const app = await apps.start(options(name, tap.port, token), logger);
-      expect(await passingIds(name)).toEqual([`${name}-1`]);
+      expect(await agent.api().passingIds(name)).toEqual([`${name}-1`]);
 
       const provider = app.get<ServiceDiscoveryProtocol>(DISCOVERY_PROVIDER);
       const found = await provider.discover(name);
@@ -147,16 +146,16 @@ describe('ACL agent (default deny)', () => {
         timeoutMs: 8_000,
         message: 'four heartbeats',
       });
-      expect(await passingIds(name)).toEqual([`${name}-1`]);
+      expect(await agent.api().passingIds(name)).toEqual([`${name}-1`]);
       expect(logger.lines('warn')).toEqual([]);
 
       await apps.close(app);
-      expect(await passingIds(name)).toEqual([]);
+      expect(await agent.api().passingIds(name)).toEqual([]);
       expect(await agent.api().agentServices()).not.toHaveProperty(`${name}-1`);
 
       // Every request carried the token in X-Consul-Token, and never anywhere else.
-      expect(tap.requests.length).toBeGreaterThanOrEqual(6);
-      for (const request of tap.requests) {
+      expect(tap.log.length).toBeGreaterThanOrEqual(6);
+      for (const request of tap.log) {
         expect(request.headers['x-consul-token']).toBe(token);
         expect(request.decoded).not.toContain(token);
         expect(request.head.split(token)).toHaveLength(2);
@@ -181,7 +180,7 @@ describe('ACL agent (default deny)', () => {
     const accessor = (self.json as { AccessorID: string }).AccessorID;
     const logger = new CapturingLogger();
     const app = await apps.start(options(name, agent.httpPort, token), logger);
-    expect(await passingIds(name)).toEqual([`${name}-1`]);
+    expect(await agent.api().passingIds(name)).toEqual([`${name}-1`]);
 
     const revoked = await agent
       .api()

@@ -1,10 +1,9 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import { inspect } from 'node:util';
 import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { Test, type TestingModule } from '@nestjs/testing';
+import type { TestingModule } from '@nestjs/testing';
 import { firstValueFrom, filter, take, timeout } from 'rxjs';
 import {
   CONSUL_CLIENT,
@@ -18,79 +17,17 @@ import {
 } from '../lib/index.js';
 import {
   CapturingLogger,
+  TestApps,
   startConsulAgent,
+  startCountingProxy,
   stopAllAgents,
   waitFor,
   type ConsulAgent,
+  type CountingProxy,
 } from './support/index.js';
 
 // ACL reliability against a real 1.8.7 agent (default deny): refusals are clear 403s, a scoped
 // token works end to end, and no token ever shows up in a log line, an error or a request line.
-
-/**
- * A TCP proxy that logs every HTTP request line it forwards. (The harness's counting proxy only
- * sees request lines at the start of a line, so on a kept-alive socket it misses a request that
- * follows a PUT with a JSON body: the body has no trailing newline.)
- */
-interface RequestLogProxy {
-  port: number;
-  readonly requestLines: string[];
-  readonly openConnections: number;
-  requests(match: string | RegExp): string[];
-  close(): Promise<void>;
-}
-
-async function startRequestLogProxy(targetPort: number): Promise<RequestLogProxy> {
-  const requestLines: string[] = [];
-  const sockets = new Set<net.Socket>();
-  const pattern = /(?:GET|PUT|POST|DELETE|HEAD) \/\S* HTTP\/1\.[01]\r\n/g;
-  const server = net.createServer((client) => {
-    const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    sockets.add(client);
-    let carry = '';
-    client.on('data', (chunk: Buffer) => {
-      const text = carry + chunk.toString('latin1');
-      let last = 0;
-      for (const match of text.matchAll(pattern)) {
-        requestLines.push(match[0].trimEnd());
-        last = match.index + match[0].length;
-      }
-      carry = text.slice(Math.max(last, text.length - 4096));
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
-    client.on('end', () => upstream.end());
-    upstream.on('end', () => client.end());
-    const teardown = (): void => {
-      sockets.delete(client);
-      client.destroy();
-      upstream.destroy();
-    };
-    for (const socket of [client, upstream]) {
-      socket.on('close', teardown);
-      socket.on('error', teardown);
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    requestLines,
-    get openConnections() {
-      return sockets.size;
-    },
-    requests: (match) =>
-      requestLines.filter((line) =>
-        typeof match === 'string' ? line.includes(match) : match.test(line),
-      ),
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      }),
-  };
-}
 
 const MASTER = `master-${randomUUID()}`;
 const UNKNOWN = randomUUID(); // well-formed, but no such token on the agent
@@ -98,13 +35,15 @@ const NAME = 'orders';
 
 describe('ACL (default deny) reliability', () => {
   let agent: ConsulAgent;
-  let proxy: RequestLogProxy;
+  let proxy: CountingProxy;
   let wrongToken: string; // write on another service only
   let scopedToken: string; // write on "orders" + the reads discovery needs
   let retryToken = ''; // refused at first, granted later
   const logger = new CapturingLogger();
   /** Every rendering of every error the library handed us. */
   const errorTexts: string[] = [];
+  const testApps = new TestApps(() => logger);
+  /** Apps made with NestFactory (not through testApps). */
   const apps: { close(): Promise<unknown> }[] = [];
 
   const record = (error: unknown): unknown => {
@@ -137,19 +76,11 @@ describe('ACL (default deny) reliability', () => {
     }) satisfies DiscoveryModuleOptions;
 
   /** Compiled but not initialised, so a rejecting bootstrap can still be closed. */
-  const compile = async (opts: DiscoveryModuleOptions): Promise<TestingModule> => {
-    const moduleRef = await Test.createTestingModule({
-      imports: [DiscoveryModule.forRoot(opts)],
-    })
-      .setLogger(logger)
-      .compile();
-    apps.push(moduleRef);
-    return moduleRef;
-  };
+  const compile = (opts: DiscoveryModuleOptions): Promise<TestingModule> => testApps.create(opts);
 
   beforeAll(async () => {
     agent = await startConsulAgent({ acl: { masterToken: MASTER } });
-    proxy = await startRequestLogProxy(agent.httpPort);
+    proxy = await startCountingProxy(agent.httpPort);
     const api = agent.api();
     wrongToken = await api.createAclToken(
       MASTER,
@@ -163,6 +94,7 @@ describe('ACL (default deny) reliability', () => {
 
   afterEach(async () => {
     await Promise.all(apps.splice(0).map((app) => app.close()));
+    await testApps.closeAll();
   });
 
   afterAll(async () => {
@@ -336,8 +268,8 @@ describe('ACL (default deny) reliability', () => {
     expect(cause.length).toBeGreaterThanOrEqual(1);
     expect(cause[0]).toContain(`service:write on ${NAME}`);
 
-    // DESIGN §4.1: "if it fails — transport or 4xx — … registration keeps retrying in the
-    // background with capped backoff, without limit, until it succeeds or shutdown".
+    // README "Behaviour" → "Boot": registration keeps retrying in the background without
+    // limit (capped backoff; 4xx included) until it succeeds or the app shuts down.
     await waitFor(() => proxy.requests('/v1/agent/service/register').length - before >= 3, {
       timeoutMs: 5_000,
       message: `background registration did not keep retrying after a 403 (log: ${JSON.stringify(
@@ -364,8 +296,7 @@ describe('ACL (default deny) reliability', () => {
       message: 'background registration did not succeed once the token was granted',
     });
 
-    await moduleRef.close();
-    apps.splice(apps.indexOf(moduleRef), 1);
+    await testApps.close(moduleRef);
     expect(await api.healthService(NAME)).toEqual([]);
     const after = proxy.requests('/v1/agent/service/register').length;
     await waitFor(() => proxy.openConnections === 0, {

@@ -17,7 +17,7 @@ import {
 // comes back empty) while APPS in-process apps heartbeat (TTL '3s' → a pass every 1 s). Each
 // time, every app must be back in ?passing within one heartbeat interval + 1 s, measured from the
 // moment the agent answers again (it has a leader and its node in the catalog: start() resolved).
-// The next beat gets "does not have associated TTL" and re-registers at once (DESIGN §4.2).
+// The next beat gets "does not have associated TTL" and re-registers at once (README "Behaviour").
 
 const APPS = 5;
 const RESTARTS = 10;
@@ -35,9 +35,6 @@ afterAll(async () => {
   await Promise.allSettled(apps.map((app) => app.close()));
   await stopAllAgents();
 });
-
-const passingIds = async (): Promise<string[]> =>
-  (await agent.api().healthService(SERVICE, { passing: true })).map((e) => e.Service.ID);
 
 async function startApp(i: number): Promise<INestApplicationContext> {
   @Module({
@@ -58,7 +55,7 @@ async function startApp(i: number): Promise<INestApplicationContext> {
 it(`${APPS} heartbeating apps are back in ?passing after each of ${RESTARTS} agent restarts`, async () => {
   const ids = Array.from({ length: APPS }, (_, i) => `${SERVICE}-${i}`);
   apps.push(...(await Promise.all(ids.map((_, i) => startApp(i)))));
-  await waitFor(async () => (await passingIds()).length === APPS, {
+  await waitFor(async () => (await agent.api().passingIds(SERVICE)).length === APPS, {
     timeoutMs: 10_000,
     message: `all ${APPS} apps should be in ?passing`,
   });
@@ -72,7 +69,7 @@ it(`${APPS} heartbeating apps are back in ?passing after each of ${RESTARTS} age
     await agent.kill();
     await agent.start();
     const readyAt = Date.now();
-    await waitFor(async () => (await passingIds()).length === APPS, {
+    await waitFor(async () => (await agent.api().passingIds(SERVICE)).length === APPS, {
       timeoutMs: 20_000,
       intervalMs: 20,
       message: `restart ${restart}: all ${APPS} apps back in ?passing`,
@@ -84,7 +81,7 @@ it(`${APPS} heartbeating apps are back in ?passing after each of ${RESTARTS} age
       fromKillMs: backAt - killedAt,
       downMs: readyAt - killedAt,
     });
-    expect((await passingIds()).sort()).toEqual(ids);
+    expect((await agent.api().passingIds(SERVICE)).sort()).toEqual(ids);
   }
 
   const fromReady = recoveries.map((r) => r.fromReadyMs);

@@ -33,9 +33,6 @@ afterAll(async () => {
   await stopAllAgents();
 });
 
-const passingIds = async (): Promise<string[]> =>
-  (await agent.api().healthService(SERVICE, { passing: true })).map((e) => e.Service.ID);
-
 it(`SIGKILL: out of ?passing within one TTL, reaped by the agent within ${REMOVAL_BOUND_MS / 1000} s`, async () => {
   const ids = Array.from({ length: CHILDREN }, (_, i) => `${SERVICE}-${i}`);
   for (const [i, id] of ids.entries()) {
@@ -45,12 +42,12 @@ it(`SIGKILL: out of ?passing within one TTL, reaped by the agent within ${REMOVA
       healthCheck: { ttl: `${TTL_MS / 1000}s`, deregisterCriticalServiceAfter: '1m' },
       retry: { maxAttempts: 3, initialDelayMs: 50, maxDelayMs: 200 },
     };
-    children.push(startChildApp(options));
+    children.push(startChildApp({ options }));
   }
-  await Promise.all(children.map((c) => c.ready));
+  await Promise.all(children.map((c) => c.next('ready')));
   await waitFor(
     async () => {
-      const passing = await passingIds();
+      const passing = await agent.api().passingIds(SERVICE);
       return ids.every((id) => passing.includes(id));
     },
     { timeoutMs: 15_000, message: 'every child should be in ?passing' },
@@ -64,7 +61,7 @@ it(`SIGKILL: out of ?passing within one TTL, reaped by the agent within ${REMOVA
   const leftAt = new Map<string, number>();
   await waitFor(
     async () => {
-      const now = await passingIds();
+      const now = await agent.api().passingIds(SERVICE);
       const at = Date.now();
       for (const id of ids) if (!now.includes(id) && !leftAt.has(id)) leftAt.set(id, at);
       return leftAt.size === ids.length;

@@ -31,7 +31,7 @@ let agent: ConsulAgent;
 let dataDir: string;
 let nodeName: string;
 
-/** The consumer from DESIGN.md §1: gets the protocol by token, through constructor DI. */
+/** A consumer: gets the protocol by token, through constructor DI. */
 @Injectable()
 class ShardingService {
   constructor(@Inject(DISCOVERY_PROVIDER) private readonly discovery: ServiceDiscoveryProtocol) {}
@@ -91,13 +91,9 @@ async function closeApp(app: INestApplicationContext): Promise<void> {
   await app.close();
 }
 
-async function passingIds(name: string): Promise<string[]> {
-  return (await agent.api().healthService(name, { passing: true })).map((e) => e.Service.ID);
-}
-
 /** Asserts, without waiting, that the agent holds `id` and lists it as passing. */
 async function expectRegisteredNow(name: string, id: string, port: number): Promise<void> {
-  expect(await passingIds(name)).toEqual([id]);
+  expect(await agent.api().passingIds(name)).toEqual([id]);
   const services = await agent.api().agentServices();
   expect(services[id]).toMatchObject({ ID: id, Service: name, Address: '127.0.0.1', Port: port });
   const checks = await agent.api().agentChecks();
@@ -154,7 +150,7 @@ describe('DiscoveryModule.forRoot', () => {
     await app.init();
 
     // No waiting: the instance must be passing the moment init resolves.
-    expect(await passingIds('orders')).toEqual(['orders-1']);
+    expect(await agent.api().passingIds('orders')).toEqual(['orders-1']);
     const services = await agent.api().agentServices();
     expect(services['orders-1']).toMatchObject({
       ID: 'orders-1',

@@ -6,14 +6,15 @@ import {
   reportReliability,
   startChildApp,
   startConsulAgent,
+  startCountingProxy,
   stopAllAgents,
   waitFor,
   type ConsulAgent,
 } from './support/index.js';
 
-// SIGTERM against a real process (DESIGN §4.3): a child Nest app with enableShutdownHooks()
-// registers; SIGTERM → it is gone from the agent when 'exit' fires, and nothing re-registers it
-// afterwards. Repeated RUNS times, LANES at a time, with the signal at a random phase of the
+// SIGTERM against a real process (README "Behaviour" → "Clean exit"): a child Nest app with
+// enableShutdownHooks() registers; SIGTERM → it is gone from the agent when 'exit' fires, and
+// nothing re-registers it afterwards. Repeated RUNS times, LANES at a time, with the signal at a random phase of the
 // heartbeat so that some land while a heartbeat is in flight.
 
 const RUNS = 20;
@@ -37,36 +38,37 @@ beforeAll(async () => {
 });
 afterAll(stopAllAgents);
 
-const passingIds = async (): Promise<string[]> =>
-  (await agent.api().healthService(SERVICE, { passing: true })).map((e) => e.Service.ID);
-
 async function oneRun(run: number): Promise<Run> {
   const serviceId = `${SERVICE}-${run}`;
+  // Every request of the child goes through this proxy, so once the child has exited its log
+  // is complete: a re-registration would be in it.
+  const proxy = await startCountingProxy(agent.httpPort);
   const options: DiscoveryModuleOptions = {
-    consul: { host: '127.0.0.1', port: agent.httpPort, timeoutMs: 2_000 },
+    consul: { host: '127.0.0.1', port: proxy.port, timeoutMs: 2_000 },
     service: { name: SERVICE, id: serviceId, address: '127.0.0.1', port: 43_000 + run },
     healthCheck: { ttl: TTL, deregisterCriticalServiceAfter: '1m' },
     retry: { maxAttempts: 3, initialDelayMs: 50, maxDelayMs: 200 },
   };
-  const child = startChildApp(options);
+  const child = startChildApp({ options });
   const result: Run = { run, serviceId, sigtermToExitMs: NaN };
   const fail = (why: string): Run => {
     result.failure ??= `${why}\n--- child output ---\n${child.output().slice(-3_000)}`;
     return result;
   };
   try {
-    await child.ready;
-    await waitFor(async () => (await passingIds()).includes(serviceId), {
+    await child.next('armed');
+    await waitFor(async () => (await agent.api().passingIds(SERVICE)).includes(serviceId), {
       timeoutMs: 10_000,
       message: `${serviceId} should be in ?passing`,
     });
-    // A random phase of the heartbeat: some signals land while a pass is in flight.
+    // A random phase of the heartbeat (pacing, not proof): some signals land while a pass is
+    // in flight.
     await delay(Math.floor(Math.random() * HEARTBEAT_MS));
 
     // Read the agent the moment 'exit' fires: the requests start synchronously in the listener.
     let atExit!: Promise<{ services: string[]; passing: string[] }>;
     child.onExit(() => {
-      atExit = Promise.all([agent.api().agentServices(), passingIds()]).then(
+      atExit = Promise.all([agent.api().agentServices(), agent.api().passingIds(SERVICE)]).then(
         ([services, passing]) => ({ services: Object.keys(services), passing }),
       );
     });
@@ -85,25 +87,32 @@ async function oneRun(run: number): Promise<Run> {
       return fail('did not exit within 10 s of SIGTERM');
     }
     result.sigtermToExitMs = exit.at - (child.signalledAt ?? NaN);
-    if (child.closedAt !== undefined) {
-      result.sigtermToClosedMs = child.closedAt - (child.signalledAt ?? NaN);
-    }
+    const hooksDone = child.receivedAt('hooks-done');
+    if (hooksDone !== undefined) result.sigtermToClosedMs = hooksDone - (child.signalledAt ?? NaN);
     const seen = await atExit;
-    if (exit.signal !== 'SIGTERM' && exit.code !== 0) {
+    // Nest closes the app, then re-raises the signal: the one correct way to end.
+    if (exit.signal !== 'SIGTERM' || exit.code !== null) {
       return fail(`exited with code ${exit.code}, signal ${exit.signal}`);
     }
-    if (child.closedAt === undefined) return fail('exited without finishing its shutdown hooks');
+    if (hooksDone === undefined) return fail('exited without finishing its shutdown hooks');
     if (seen.services.includes(serviceId) || seen.passing.includes(serviceId)) {
       return fail(`still registered when 'exit' fired: ${JSON.stringify(seen)}`);
     }
-    // A heartbeat or re-registration still in flight must not bring it back.
-    await delay(HEARTBEAT_MS * 1.5);
+    // A heartbeat or re-registration still in flight must not bring it back: only the boot
+    // registration went out, and the agent does not hold the instance.
+    const registers = proxy.requests('/v1/agent/service/register').length;
+    if (registers !== 1) return fail(`${registers} registrations sent (expected the boot one)`);
+    if (proxy.matching(`/v1/agent/service/deregister/${serviceId} `).length !== 1) {
+      return fail('no deregistration went out');
+    }
     const later = Object.keys(await agent.api().agentServices());
     if (later.includes(serviceId)) return fail(`re-registered after exit: ${later.join(', ')}`);
     return result;
   } catch (error) {
     child.kill('SIGKILL');
     return fail((error as Error).message);
+  } finally {
+    await proxy.close();
   }
 }
 

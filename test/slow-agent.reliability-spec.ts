@@ -8,9 +8,9 @@ import {
   DiscoveryUnavailableError,
   type ServiceDiscoveryProtocol,
 } from '../lib/index.js';
-import { backoffBudgetMs } from './support/fixtures/lifecycle.fixture.js';
 import {
   CapturingLogger,
+  backoffBudgetMs,
   freePort,
   reportReliability,
   startConsulAgent,

@@ -3,12 +3,11 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Test, type TestingModule } from '@nestjs/testing';
+import type { TestingModule } from '@nestjs/testing';
 import { filter, firstValueFrom, take, timeout } from 'rxjs';
 import {
   CONSUL_CLIENT,
   DISCOVERY_PROVIDER,
-  DiscoveryModule,
   DiscoveryService,
   DiscoveryTimeoutError,
   DiscoveryUnavailableError,
@@ -18,6 +17,7 @@ import {
 } from '../lib/index.js';
 import {
   CapturingLogger,
+  TestApps,
   httpsRequest,
   makeTestCa,
   startConsulAgent,
@@ -42,7 +42,7 @@ describe('TLS reliability', () => {
   let agent: ConsulAgent; // https, no client certs required
   let mtlsAgent: ConsulAgent; // https with verify_incoming
   const logger = new CapturingLogger();
-  const apps: TestingModule[] = [];
+  const apps = new TestApps(() => logger);
 
   const tlsOptions = (
     target: ConsulAgent,
@@ -65,17 +65,10 @@ describe('TLS reliability', () => {
     ...extra,
   });
 
-  const compile = async (opts: DiscoveryModuleOptions): Promise<TestingModule> => {
-    const moduleRef = await Test.createTestingModule({ imports: [DiscoveryModule.forRoot(opts)] })
-      .setLogger(logger)
-      .compile();
-    apps.push(moduleRef);
-    return moduleRef;
-  };
+  const compile = (opts: DiscoveryModuleOptions): Promise<TestingModule> => apps.create(opts);
 
   const closeApp = async (moduleRef: TestingModule): Promise<void> => {
-    apps.splice(apps.indexOf(moduleRef), 1);
-    await moduleRef.close();
+    await apps.close(moduleRef);
     expect(moduleRef.get<ConsulClient>(CONSUL_CLIENT).inflightCount).toBe(0);
   };
 
@@ -102,7 +95,7 @@ describe('TLS reliability', () => {
   });
 
   afterEach(async () => {
-    await Promise.all(apps.splice(0).map((app) => app.close()));
+    await apps.closeAll();
   });
 
   afterAll(async () => {

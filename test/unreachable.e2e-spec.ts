@@ -11,18 +11,14 @@ import {
   type ServiceRegistration,
 } from '../lib/index.js';
 import {
+  CapturingLogger,
   FAST_RETRY,
   TestApps,
-  startRequestTap,
-  writeBudgetMs,
-  type RequestTap,
-} from './support/fixtures/lifecycle.fixture.js';
-import {
-  CapturingLogger,
   freePort,
   startConsulAgent,
   startCountingProxy,
   stopAllAgents,
+  writeBudgetMs,
   type ConsulAgent,
   type CountingProxy,
 } from './support/index.js';
@@ -128,11 +124,11 @@ describe('Consul unreachable, slow, or given bad input', () => {
   });
 
   describe('a slow agent (answers held longer than consul.timeoutMs)', () => {
-    let proxy: RequestTap;
+    let proxy: CountingProxy;
     let provider: ServiceDiscoveryProtocol;
 
     beforeEach(async () => {
-      proxy = await startRequestTap(agent.httpPort, { delayMs: 3 * TIMEOUT_MS });
+      proxy = await startCountingProxy(agent.httpPort, { delayMs: 3 * TIMEOUT_MS });
       proxies.push(proxy);
       const app = await apps.start(options(proxy.port));
       provider = app.get<ServiceDiscoveryProtocol>(DISCOVERY_PROVIDER);

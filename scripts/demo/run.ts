@@ -5,7 +5,7 @@
  * starts a throw-away dev agent on free loopback ports.
  */
 import 'reflect-metadata';
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import type { INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { ServiceInstance } from '@athomic/discovery';
@@ -13,20 +13,18 @@ import type { ServiceInstance } from '@athomic/discovery';
 import { DirectoryModule, DirectoryService } from './directory.module.js';
 import {
   consulBinary,
-  leaderOf,
-  startDevAgent,
-  stopAgent,
-  targetFromEnv,
-  waitForLeader,
-  type ConsulTarget,
-  type RunningAgent,
-} from './support/agent.js';
+  startConsulAgent,
+  stopAllAgents,
+  type ConsulAgent,
+} from '../../test/support/consul-agent.harness.js';
+import { freePort } from '../../test/support/ports.harness.js';
+import { waitFor } from '../../test/support/wait-for.harness.js';
+import { leaderOf, targetFromEnv, waitForLeader, type ConsulTarget } from './support/agent.js';
 import { describeExit, InstanceProcess, type ReadyMessage } from './support/children.js';
 import { getJson } from './support/http.js';
 import { DemoLogger } from './support/logger.js';
 import { info, step, table, totalSeconds, warn } from './support/output.js';
-import { errorMessage, pollUntil, withDeadline } from './support/poll.js';
-import { freeLoopbackPorts } from './support/ports.js';
+import { errorMessage, withDeadline } from './support/poll.js';
 
 const SERVICE = 'orders';
 const ZONES = ['a', 'b', 'c'];
@@ -34,13 +32,13 @@ const logger = new DemoLogger((line) => info(`│ directory: ${line}`));
 
 /** Everything the demo started, so that any failure can still stop it. */
 const started: {
-  /** The dev agent, from the moment it is spawned (not only once it has a leader). */
-  agentProcess?: ChildProcess;
+  /** The dev agent the demo started, once it is up (one still starting is stopAllAgents()'s). */
+  agent?: ConsulAgent;
   instances: InstanceProcess[];
   app?: INestApplicationContext;
 } = { instances: [] };
 
-async function useOrStartAgent(): Promise<RunningAgent> {
+async function useOrStartAgent(): Promise<{ target: ConsulTarget; leader: string }> {
   const wanted = targetFromEnv(process.env);
   const source = process.env.CONSUL_HTTP_ADDR ? 'CONSUL_HTTP_ADDR' : 'the default address';
   try {
@@ -51,14 +49,20 @@ async function useOrStartAgent(): Promise<RunningAgent> {
   } catch (error) {
     info(`no agent answers at ${wanted.url} (${source}): ${errorMessage(error)}`);
   }
-  const binary = await consulBinary();
-  info(`starting a dev agent: ${binary.version} (${binary.path})`);
-  const agent = await startDevAgent(binary.path, {
-    onSpawn: (child) => (started.agentProcess = child),
-    onRetry: (reason) => warn(reason),
-  });
-  info(`dev agent pid ${agent.process?.pid} on ${agent.target.url}; leader ${agent.leader}`);
-  return agent;
+  const binary = consulBinary();
+  const version = execFileSync(binary, ['version'], { encoding: 'utf8' }).split('\n')[0].trim();
+  info(`starting a dev agent: ${version} (${binary})`);
+  const agent = await startConsulAgent();
+  started.agent = agent;
+  const target: ConsulTarget = {
+    host: agent.bind,
+    port: agent.httpPort,
+    secure: false,
+    url: agent.baseUrl,
+  };
+  const leader = await leaderOf(target);
+  info(`dev agent pid ${agent.pid} on ${agent.baseUrl}; leader ${leader}`);
+  return { target, leader };
 }
 
 function consulEnv(target: ConsulTarget): NodeJS.ProcessEnv {
@@ -76,7 +80,7 @@ async function startInstance(
 ): Promise<{ process: InstanceProcess; ready: ReadyMessage }> {
   const label = `${SERVICE}-${n}`;
   for (let attempt = 1; ; attempt++) {
-    const [port] = await freeLoopbackPorts(1);
+    const port = await freePort();
     if (aborting) throw new Error('aborted');
     const child = InstanceProcess.start(new URL('./orders.main.js', import.meta.url), label, {
       ...process.env,
@@ -124,10 +128,13 @@ async function main(): Promise<void> {
   const ids = instances.map((i) => i.ready.serviceId);
 
   step(`discover('${SERVICE}')`);
-  const found = await pollUntil(`all of ${ids.join(', ')} to be discovered`, 10_000, async () => {
-    const list = await directory.instancesOf(SERVICE);
-    return ids.every((id) => list.some((i) => i.serviceId === id)) ? list : undefined;
-  });
+  const found = await waitFor(
+    async () => {
+      const list = await directory.instancesOf(SERVICE);
+      return ids.every((id) => list.some((i) => i.serviceId === id)) ? list : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 50, message: `all of ${ids.join(', ')} to be discovered` },
+  );
   printInstances(found);
   const answers = await Promise.all(
     found
@@ -161,10 +168,13 @@ async function main(): Promise<void> {
   let after = first;
   if (first.some((i) => i.serviceId === victimId)) {
     warn(`${victimId} was still listed right after its process exited; waiting for Consul`);
-    after = await pollUntil(`${victimId} to leave Consul`, 10_000, async () => {
-      const list = await directory.instancesOf(SERVICE);
-      return list.some((i) => i.serviceId === victimId) ? undefined : list;
-    });
+    after = await waitFor(
+      async () => {
+        const list = await directory.instancesOf(SERVICE);
+        return list.some((i) => i.serviceId === victimId) ? undefined : list;
+      },
+      { timeoutMs: 10_000, intervalMs: 50, message: `${victimId} to leave Consul` },
+    );
   }
   printInstances(after);
   const missing = ids.filter((id) => id !== victimId && !after.some((i) => i.serviceId === id));
@@ -214,16 +224,18 @@ async function stopEverything(): Promise<string[]> {
       problems.push(`directory app: ${errorMessage(error)}`);
     }
   }
-  if (started.agentProcess) {
-    const child = started.agentProcess;
-    started.agentProcess = undefined;
-    step(`Stopping the dev agent (pid ${child.pid})`);
+  if (started.agent) {
+    const agent = started.agent;
+    started.agent = undefined;
+    step(`Stopping the dev agent (pid ${agent.pid})`);
     try {
-      await stopAgent(child);
+      await withDeadline('the Consul agent to exit', 10_000, agent.stop());
     } catch (error) {
       problems.push(`consul agent: ${errorMessage(error)}`);
     }
   }
+  // An agent still starting when the demo was aborted.
+  await stopAllAgents();
   return problems;
 }
 

@@ -1,109 +1,137 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import type { Readable, Writable } from 'node:stream';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { DiscoveryModuleOptions } from '../../lib/index.js';
+import { waitFor } from './wait-for.harness.js';
 
-/** The reliability fixture: a Nest app context on the BUILT library (`dist/`). */
-export const RELIABILITY_APP_FIXTURE = fileURLToPath(
-  new URL('./fixtures/reliability-app.mjs', import.meta.url),
+/** The fixture: a Nest app context on the BUILT library (`dist/`); its header has the protocol. */
+export const CHILD_APP_FIXTURE = fileURLToPath(
+  new URL('./fixtures/child-app.mjs', import.meta.url),
 );
+
+/** What the fixture prints on stdout, one JSON object per line. */
+export interface ChildEvent {
+  event: string;
+  /** Date.now() in the child when it printed the event. */
+  t: number;
+  [key: string]: unknown;
+}
 
 export interface ChildExit {
   code: number | null;
   signal: NodeJS.Signals | null;
-  /** Date.now() when 'exit' fired. */
+  /** Date.now() in this process when 'exit' fired. */
   at: number;
 }
 
+export type ChildAppMode = 'signal' | 'close' | 'close-watch';
+
+export interface ChildAppOptions {
+  /** See test/support/fixtures/child-app.mjs; default 'signal'. */
+  mode?: ChildAppMode;
+  /** DiscoveryModuleOptions, passed as JSON. */
+  options: object;
+  /** Hard cap on the child's life; an unref'd timer SIGKILLs it after this (default 60 s). */
+  maxLifeMs?: number;
+}
+
 export interface ChildApp {
-  readonly pid: number;
-  /** Resolves with the '@@ready' payload; rejects if the child exits first. */
-  readonly ready: Promise<{ pid: number; serviceId: string }>;
-  /** Resolves when the process has exited ('exit' event). */
+  readonly process: ChildProcess;
+  readonly events: readonly ChildEvent[];
+  /** Resolves when the child has exited (any way). */
   readonly exited: Promise<ChildExit>;
-  /** Date.now() when '@@closed' was printed (shutdown hooks done), if it was. */
-  readonly closedAt: number | undefined;
   /** Date.now() of the last kill() call. */
   readonly signalledAt: number | undefined;
-  /** Everything the child printed (stdout + stderr). */
+  /** stderr (Nest's log lines) and any stdout line that is not an event. */
   output(): string;
+  /** Resolves with the first event named `name` (bounded); rejects if the child exits first. */
+  next(name: string, timeoutMs?: number): Promise<ChildEvent>;
+  /** Date.now() in this process when the event named `name` arrived, if it did. */
+  receivedAt(name: string): number | undefined;
   kill(signal: NodeJS.Signals): void;
   /** 'exit' listeners run synchronously at the event, before any promise continuation. */
   onExit(listener: (exit: ChildExit) => void): void;
 }
 
+const children = new Set<ChildProcess>();
+
 /**
- * Starts the fixture app as a child process (plain `node`, no loader, no inherited NODE_OPTIONS).
- * Closing the parent's end of stdin makes the child shut down, so none outlives a test run.
+ * Runs the fixture app as a child process (plain `node`, without Jest's NODE_OPTIONS or any
+ * CONSUL_* variable). Closing the parent's end of its stdin makes it close its app and end.
  */
-export function startChildApp(
-  options: DiscoveryModuleOptions,
-  fixture = RELIABILITY_APP_FIXTURE,
-): ChildApp {
+export function startChildApp({
+  mode = 'signal',
+  options,
+  maxLifeMs = 60_000,
+}: ChildAppOptions): ChildApp {
   const dist = fileURLToPath(new URL('../../dist/index.js', import.meta.url));
   if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`npm run build\` first`);
-  const child: ChildProcess = spawn(process.execPath, [fixture], {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NODE_OPTIONS;
+  for (const key of Object.keys(env)) if (key.startsWith('CONSUL_')) delete env[key];
+  Object.assign(env, {
+    CHILD_APP_MODE: mode,
+    CHILD_APP_OPTIONS: JSON.stringify(options),
+    CHILD_APP_MAX_LIFE_MS: String(maxLifeMs),
+  });
+  const child = spawn(process.execPath, [CHILD_APP_FIXTURE], {
+    env,
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: {
-      ...process.env,
-      NODE_OPTIONS: '',
-      RELIABILITY_APP_OPTIONS: JSON.stringify(options),
-    },
   });
-  if (child.pid === undefined) throw new Error(`could not spawn ${process.execPath}`);
+  children.add(child);
+  child.stdin.on('error', () => undefined);
 
-  let out = '';
-  let carry = '';
-  let closedAt: number | undefined;
-  let signalledAt: number | undefined;
-  let onReady: (info: { pid: number; serviceId: string }) => void = () => undefined;
+  const events: ChildEvent[] = [];
+  const arrivals = new Map<string, number>();
   const exitListeners: ((exit: ChildExit) => void)[] = [];
-
-  const ready = new Promise<{ pid: number; serviceId: string }>((resolve, reject) => {
-    onReady = resolve;
-    child.once('exit', (code, signal) =>
-      reject(new Error(`child exited before ready (code ${code}, signal ${signal})\n${tail(out)}`)),
-    );
+  let output = '';
+  let signalledAt: number | undefined;
+  child.stderr.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
   });
-  ready.catch(() => undefined); // observed by whoever awaits it
-
-  (child.stdout as Readable).on('data', (chunk: Buffer) => {
-    const text = chunk.toString('utf8');
-    out += text;
-    const lines = (carry + text).split('\n');
-    carry = lines.pop() ?? '';
-    for (const line of lines) {
-      if (line.startsWith('@@ready ')) {
-        onReady(JSON.parse(line.slice('@@ready '.length)) as { pid: number; serviceId: string });
-      } else if (line === '@@closed') {
-        closedAt ??= Date.now();
-      }
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    try {
+      const parsed = JSON.parse(line) as ChildEvent;
+      if (!arrivals.has(parsed.event)) arrivals.set(parsed.event, Date.now());
+      events.push(parsed);
+    } catch {
+      output += `[stdout] ${line}\n`;
     }
   });
-  (child.stderr as Readable).on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-
   const exited = new Promise<ChildExit>((resolve) => {
     child.once('exit', (code, signal) => {
+      children.delete(child);
       const exit = { code, signal, at: Date.now() };
       for (const listener of exitListeners) listener(exit);
       resolve(exit);
     });
   });
-  // Ends the stdin pipe if this process goes away without killing the child.
-  (child.stdin as Writable).on('error', () => undefined);
 
   return {
-    pid: child.pid,
-    ready,
+    process: child,
+    events,
     exited,
-    get closedAt() {
-      return closedAt;
-    },
     get signalledAt() {
       return signalledAt;
     },
-    output: () => out,
+    output: () => output,
+    receivedAt: (name) => arrivals.get(name),
+    next: (name, timeoutMs = 15_000) =>
+      waitFor(
+        () => {
+          const found = events.find((e) => e.event === name);
+          if (found) return found;
+          if (child.exitCode !== null || child.signalCode !== null) {
+            throw new Error(`child exited before "${name}"`);
+          }
+          return undefined;
+        },
+        {
+          timeoutMs,
+          intervalMs: 5,
+          message: `child event "${name}" (events: ${events.map((e) => e.event).join(', ')}; output: ${output.slice(-2000)})`,
+        },
+      ),
     kill(signal) {
       signalledAt = Date.now();
       child.kill(signal);
@@ -114,6 +142,16 @@ export function startChildApp(
   };
 }
 
-function tail(text: string, lines = 30): string {
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
+/** SIGKILLs every child app still running (afterEach/afterAll). */
+export async function killChildApps(): Promise<void> {
+  await Promise.all(
+    [...children].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
 }

@@ -1,5 +1,7 @@
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { consulApi, type ConsulApi } from './consul-api.harness.js';
 import {
@@ -7,6 +9,7 @@ import {
   AgentProcessBase,
   logTail,
   pickAgentPorts,
+  registerAfterAll,
   spawnAgentProcess,
   type AgentPorts,
 } from './consul-process.harness.js';
@@ -52,6 +55,8 @@ export interface ConsulAgent {
   restart(): Promise<void>;
   /** Everything the agent printed, across restarts (last ~1 MB). */
   logs(): string;
+  /** The running agent's version, e.g. '1.8.7'. */
+  version(): Promise<string>;
 }
 
 const STOP_GRACE_MS = 2_000;
@@ -60,10 +65,24 @@ const SAME_PORT_RETRY_MS = 10_000;
 
 let cachedBin: string | undefined;
 
+/**
+ * The repository root: the nearest folder above this file with a package.json (this file also
+ * runs compiled, from .tmp/, for the benchmark and the demo).
+ */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error('no package.json above test/support');
+    dir = parent;
+  }
+  return dir;
+}
+
 /** Path of the Consul binary from scripts/consul.sh (which honours CONSUL_BIN); run once. */
 export function consulBinary(): string {
   if (cachedBin === undefined) {
-    const script = fileURLToPath(new URL('../../scripts/consul.sh', import.meta.url));
+    const script = path.join(repoRoot(), 'scripts', 'consul.sh');
     try {
       cachedBin = execFileSync('bash', [script], { encoding: 'utf8', stdio: 'pipe' }).trim();
     } catch (error) {
@@ -87,11 +106,7 @@ export async function stopAllAgents(): Promise<void> {
 process.on('exit', () => {
   for (const child of processes) child.kill('SIGKILL');
 });
-try {
-  if (typeof afterAll === 'function') afterAll(stopAllAgents);
-} catch {
-  // Imported from inside a running test (dynamic import): hooks can't be added there.
-}
+registerAfterAll(stopAllAgents);
 
 export async function startConsulAgent(options: ConsulAgentOptions = {}): Promise<ConsulAgent> {
   const bin = consulBinary();
@@ -159,9 +174,16 @@ class ConsulAgentProcess extends AgentProcessBase implements ConsulAgent {
     return consulApi(this.baseUrl, token);
   }
 
+  async version(): Promise<string> {
+    const self = (await this.api().request('GET', '/v1/agent/self')).json as {
+      Config?: { Version?: string };
+    };
+    return self?.Config?.Version ?? 'unknown';
+  }
+
   async start(): Promise<void> {
     if (this.run) return;
-    // The old process's ports are usually free at once, but not always (CONSUL.md): retry.
+    // The old process's ports are usually free at once, but not always: retry.
     const deadline = Date.now() + SAME_PORT_RETRY_MS;
     for (let wait = 50; ; wait = Math.min(wait * 2, 500)) {
       try {

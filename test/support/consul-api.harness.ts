@@ -62,6 +62,8 @@ export interface ConsulApi {
     name: string,
     opts?: { passing?: boolean; tag?: string },
   ): Promise<HealthServiceEntry[]>;
+  /** Service IDs of `name`'s instances in `?passing`, sorted. */
+  passingIds(name: string, opts?: { tag?: string }): Promise<string[]>;
   registerService(body: Record<string, unknown>): Promise<void>;
   deregisterService(serviceId: string): Promise<void>;
   passTtl(checkId: string, note?: string): Promise<void>;
@@ -104,18 +106,22 @@ export function consulApi(baseUrl: string, token?: string): ConsulApi {
     await ok('PUT', `/v1/agent/check/${verb}/${encodeURIComponent(checkId)}${query}`);
   };
 
+  const healthService: ConsulApi['healthService'] = (name, { passing = false, tag } = {}) => {
+    const query = new URLSearchParams();
+    if (passing) query.set('passing', 'true');
+    if (tag !== undefined) query.set('tag', tag);
+    const qs = query.size > 0 ? `?${query.toString()}` : '';
+    return ok('GET', `/v1/health/service/${encodeURIComponent(name)}${qs}`);
+  };
+
   return {
     baseUrl,
     request,
     agentServices: () => ok('GET', '/v1/agent/services'),
     agentChecks: () => ok('GET', '/v1/agent/checks'),
-    healthService: (name, { passing = false, tag } = {}) => {
-      const query = new URLSearchParams();
-      if (passing) query.set('passing', 'true');
-      if (tag !== undefined) query.set('tag', tag);
-      const qs = query.size > 0 ? `?${query.toString()}` : '';
-      return ok('GET', `/v1/health/service/${encodeURIComponent(name)}${qs}`);
-    },
+    healthService,
+    passingIds: async (name, { tag } = {}) =>
+      (await healthService(name, { passing: true, tag })).map((e) => e.Service.ID).sort(),
     registerService: (body) => ok('PUT', '/v1/agent/service/register', body),
     deregisterService: (serviceId) =>
       ok('PUT', `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`),

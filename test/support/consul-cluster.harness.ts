@@ -8,12 +8,13 @@ import {
   AgentProcessBase,
   logTail,
   pickAgentPorts,
+  registerAfterAll,
   spawnAgentProcess,
   type AgentPorts,
 } from './consul-process.harness.js';
 import { waitFor } from './wait-for.harness.js';
 
-// A real multi-node Consul cluster on one machine (CONSUL.md): N servers and one client agent,
+// A real multi-node Consul cluster on one machine: N servers and one client agent,
 // each on its own loopback IP (127.0.0.2, .3, … by default) and its own free ports, persistent
 // data dirs in a temp dir (not -dev), `-bootstrap-expect N`, `-retry-join` every server, and
 // `raft_multiplier = 1` (leader in ≈1.5 s, re-election after a SIGKILL in ≈3–3.5 s).
@@ -67,11 +68,7 @@ export async function stopAllClusters(): Promise<void> {
   await Promise.all([...clusters].map((cluster) => cluster.stop()));
 }
 
-try {
-  if (typeof afterAll === 'function') afterAll(stopAllClusters);
-} catch {
-  // Imported from inside a running test: hooks can't be added there.
-}
+registerAfterAll(stopAllClusters);
 
 export async function startConsulCluster(
   options: ConsulClusterOptions = {},

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { freePort } from './counting-proxy.harness.js';
+import { freePorts } from './ports.harness.js';
 
 // What a dev agent (consul-agent.harness) and a cluster node (consul-cluster.harness) have in
 // common: their ports and the addresses they make, the capped log of what they print, and a
@@ -18,12 +18,7 @@ export interface AgentPorts {
 
 /** Ports free on `bind` a moment ago, all different (racy by nature: see freePort). */
 export async function pickAgentPorts(bind: string, https = false): Promise<AgentPorts> {
-  const ports: number[] = [];
-  while (ports.length < (https ? 4 : 3)) {
-    const port = await freePort(bind);
-    if (!ports.includes(port)) ports.push(port);
-  }
-  const [http, server, serfLan, httpsPort] = ports;
+  const [http, server, serfLan, httpsPort] = await freePorts(https ? 4 : 3, bind);
   return { http, server, serfLan, https: httpsPort };
 }
 
@@ -132,4 +127,17 @@ function spawnWatchdog(child: ChildProcess): ChildProcess | undefined {
 /** The last `lines` lines of an agent's log. */
 export function logTail(log: string, lines = 40): string {
   return log.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+/**
+ * Adds a Jest afterAll hook when this runs inside Jest (read from globalThis: the benchmark and
+ * the demo run this code under plain node, without Jest's globals or their types).
+ */
+export function registerAfterAll(hook: () => Promise<void>): void {
+  const afterAll = (globalThis as { afterAll?: (fn: () => Promise<void>) => void }).afterAll;
+  try {
+    if (typeof afterAll === 'function') afterAll(hook);
+  } catch {
+    // Imported from inside a running test (dynamic import): hooks can't be added there.
+  }
 }

@@ -1,21 +1,5 @@
 import net from 'node:net';
 
-/**
- * A port that was free a moment ago (listen on 0, close). Racy by nature: whoever binds it
- * must retry with a new one on EADDRINUSE (startConsulAgent does).
- */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 export interface CountingProxyOptions {
   /** Host the proxy forwards to; default 127.0.0.1. */
   targetHost?: string;
@@ -23,7 +7,25 @@ export interface CountingProxyOptions {
   delayMs?: number;
 }
 
+/** One HTTP request seen by the proxy. */
+export interface ProxiedRequest {
+  /** As sent, e.g. 'PUT /v1/agent/check/pass/service%3Aa-1 HTTP/1.1'. */
+  line: string;
+  /** The request line with the path percent-decoded ('…/pass/service:a-1 HTTP/1.1'). */
+  decoded: string;
+  method: string;
+  /** Path and query as sent. */
+  path: string;
+  /** Lower-cased header names. */
+  headers: Record<string, string>;
+  /** Request line and headers, raw. */
+  head: string;
+  /** Date.now() when the request head was seen. */
+  at: number;
+}
+
 export interface CountingProxy {
+  readonly host: string;
   readonly port: number;
   /** '127.0.0.1:PORT' — what CONSUL_HTTP_ADDR / consul.host+port would name. */
   readonly addr: string;
@@ -32,41 +34,79 @@ export interface CountingProxy {
   readonly openConnections: number;
   /** Client connections accepted since start. */
   readonly totalConnections: number;
-  /** First line of every HTTP request seen, in order, e.g. 'GET /v1/health/service/a?index=7 HTTP/1.1'. */
+  /** Most client connections open at once since start or the last resetPeak(). */
+  readonly peakConnections: number;
+  resetPeak(): void;
+  /** Requests sent upstream whose answer has not started yet. */
+  readonly inFlight: number;
+  /** The same, only blocking queries (`index=` in the query). */
+  readonly longPollsInFlight: number;
+  /** Every HTTP request seen, in order (parsed with Content-Length, so keep-alive reuse is handled). */
+  readonly log: readonly ProxiedRequest[];
+  /** Request lines as sent, in order, e.g. 'GET /v1/health/service/a?index=7 HTTP/1.1'. */
   readonly requestLines: readonly string[];
   /** Response delay in ms; may be changed at any time (applies to chunks that arrive later). */
   delayMs: number;
-  /** Request lines containing `match` (substring or RegExp), e.g. requests('index=') for long-polls. */
+  /** Request lines (as sent) containing `match` (substring or RegExp), e.g. requests('index='). */
   requests(match?: string | RegExp): string[];
+  /** Requests whose decoded request line contains `match` (or matches the RegExp). */
+  matching(match: string | RegExp): ProxiedRequest[];
   /** Destroys every open connection (both sides) but keeps listening: a reset keep-alive socket. */
   resetConnections(): void;
-  /** Stops listening and destroys every connection. */
+  /** Stops listening, destroys every connection and drops every held answer. */
   close(): Promise<void>;
 }
 
-const REQUEST_LINE = /^[A-Z]+ \S+ HTTP\/1\.[01]$/;
+const REQUEST_LINE = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/;
 
-/** A TCP proxy on 127.0.0.1:0 in front of `targetPort` that counts connections and HTTP requests. */
+const test = (match: string | RegExp, text: string): boolean =>
+  typeof match === 'string' ? text.includes(match) : match.test(text);
+
+/**
+ * A TCP proxy on 127.0.0.1:0 in front of `targetPort` that counts connections and HTTP
+ * requests (with their headers) and can hold answers back (a slow agent).
+ */
 export async function startCountingProxy(
   targetPort: number,
   { targetHost = '127.0.0.1', delayMs = 0 }: CountingProxyOptions = {},
 ): Promise<CountingProxy> {
-  const pairs = new Set<{
+  interface Pair {
     client: net.Socket;
     upstream: net.Socket;
-    timers: Set<NodeJS.Timeout>;
-  }>();
+    /** A request went up and no answer byte came back yet: its path. */
+    waitingFor: string | undefined;
+    teardown(): void;
+  }
+  const pairs = new Set<Pair>();
+  const log: ProxiedRequest[] = [];
   const requestLines: string[] = [];
   let total = 0;
+  let peak = 0;
 
   const server = net.createServer((client) => {
     total += 1;
-    // Nagle on either side adds up to 40 ms per exchange (CONSUL.md).
+    // Nagle on either side adds up to 40 ms per exchange.
     client.setNoDelay(true);
     const upstream = net.connect({ host: targetHost, port: targetPort });
     upstream.setNoDelay(true);
-    const pair = { client, upstream, timers: new Set<NodeJS.Timeout>() };
+    const timers = new Set<NodeJS.Timeout>();
+    let closed = false;
+    const pair: Pair = {
+      client,
+      upstream,
+      waitingFor: undefined,
+      teardown: () => {
+        if (closed) return;
+        closed = true;
+        for (const timer of timers) clearTimeout(timer);
+        timers.clear();
+        client.destroy();
+        upstream.destroy();
+        pairs.delete(pair);
+      },
+    };
     pairs.add(pair);
+    peak = Math.max(peak, pairs.size);
 
     // Parses requests (head, then Content-Length bytes of body) so that a request following a
     // body without a trailing newline on a kept-alive socket is still seen.
@@ -86,12 +126,35 @@ export async function startCountingProxy(
           buffered = buffered.subarray(-65536);
           break;
         }
-        const head = buffered.subarray(0, end).toString('latin1').split('\r\n');
+        const head = buffered.subarray(0, end).toString('latin1');
+        const [line = '', ...lines] = head.split('\r\n');
         buffered = buffered.subarray(end + 4);
-        const line = head[0] ?? '';
-        if (REQUEST_LINE.test(line)) requestLines.push(line);
-        const length = head.find((h) => /^content-length:/i.test(h));
-        bodyLeft = length ? Number(length.split(':')[1]) || 0 : 0;
+        const headers: Record<string, string> = {};
+        for (const header of lines) {
+          const colon = header.indexOf(':');
+          if (colon > 0)
+            headers[header.slice(0, colon).trim().toLowerCase()] = header.slice(colon + 1).trim();
+        }
+        bodyLeft = Number(headers['content-length'] ?? 0) || 0;
+        const parsed = REQUEST_LINE.exec(line);
+        if (!parsed) continue;
+        let decoded = line;
+        try {
+          decoded = decodeURIComponent(line);
+        } catch {
+          // keep it as sent
+        }
+        requestLines.push(line);
+        log.push({
+          line,
+          decoded,
+          method: parsed[1],
+          path: parsed[2],
+          headers,
+          head,
+          at: Date.now(),
+        });
+        pair.waitingFor = parsed[2];
       }
       upstream.write(chunk);
     });
@@ -99,39 +162,31 @@ export async function startCountingProxy(
 
     // Chunks keep their order: each is released no earlier than the one before it.
     let releaseAt = 0;
-    let closed = false;
     const release = (fn: () => void): void => {
       // After teardown nothing may arm a timer: it would outlive close().
       if (closed) return;
       const wait = proxy.delayMs;
-      if (wait <= 0 && pair.timers.size === 0) return fn();
+      if (wait <= 0 && timers.size === 0) return fn();
       releaseAt = Math.max(Date.now() + wait, releaseAt);
       const timer = setTimeout(() => {
-        pair.timers.delete(timer);
-        fn();
+        timers.delete(timer);
+        if (!closed) fn();
       }, releaseAt - Date.now());
-      pair.timers.add(timer);
+      timers.add(timer);
     };
-    upstream.on('data', (chunk: Buffer) => release(() => client.write(chunk)));
+    upstream.on('data', (chunk: Buffer) => {
+      pair.waitingFor = undefined;
+      release(() => client.write(chunk));
+    });
     upstream.on('end', () => release(() => client.end()));
-
-    const teardown = (): void => {
-      closed = true;
-      for (const timer of pair.timers) clearTimeout(timer);
-      pair.timers.clear();
-      client.destroy();
-      upstream.destroy();
-      pairs.delete(pair);
-    };
-    client.on('close', teardown);
-    client.on('error', teardown);
+    upstream.on('close', () => release(pair.teardown));
     // A refused or reset upstream resets the client too, as a dead agent would.
-    upstream.on('error', () => client.resetAndDestroy());
-    upstream.on('close', () =>
-      release(() => {
-        if (!client.writableEnded) client.destroy();
-      }),
-    );
+    upstream.on('error', () => {
+      if (!closed) client.resetAndDestroy();
+      pair.teardown();
+    });
+    client.on('close', pair.teardown);
+    client.on('error', pair.teardown);
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -141,13 +196,15 @@ export async function startCountingProxy(
   const { port } = server.address() as net.AddressInfo;
 
   const resetConnections = (): void => {
-    for (const { client, upstream } of [...pairs]) {
+    for (const { client, teardown } of [...pairs]) {
       client.resetAndDestroy();
-      upstream.destroy();
+      teardown();
     }
   };
+  const waiting = (): Pair[] => [...pairs].filter((p) => p.waitingFor !== undefined);
 
   const proxy: CountingProxy = {
+    host: '127.0.0.1',
     port,
     addr: `127.0.0.1:${port}`,
     baseUrl: `http://127.0.0.1:${port}`,
@@ -157,21 +214,29 @@ export async function startCountingProxy(
     get totalConnections() {
       return total;
     },
+    get peakConnections() {
+      return peak;
+    },
+    resetPeak: () => {
+      peak = pairs.size;
+    },
+    get inFlight() {
+      return waiting().length;
+    },
+    get longPollsInFlight() {
+      return waiting().filter((p) => /[?&]index=/.test(p.waitingFor ?? '')).length;
+    },
+    log,
     requestLines,
     delayMs,
     requests: (match) =>
-      requestLines.filter((line) =>
-        match === undefined
-          ? true
-          : typeof match === 'string'
-            ? line.includes(match)
-            : match.test(line),
-      ),
+      requestLines.filter((line) => (match === undefined ? true : test(match, line))),
+    matching: (match) => log.filter((r) => test(match, r.decoded)),
     resetConnections,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        resetConnections();
+        for (const { teardown } of [...pairs]) teardown();
       }),
   };
   return proxy;
