@@ -11,11 +11,11 @@ export type SettledState = Extract<RegistrationState, 'idle' | 'registered' | 'd
 const TRANSITIONS: Readonly<Record<RegistrationState, readonly RegistrationState[]>> = {
   idle: ['registering', 'deregistering', 'stopped'],
   // A failed registration falls back to where it started (idle, deregistered, or registered
-  // when it was a re-registration); a deregistration may supersede it.
-  registering: ['registered', 'idle', 'deregistered', 'deregistering', 'stopped'],
+  // when it was a re-registration). Writes run one at a time, so no write starts from here.
+  registering: ['registered', 'idle', 'deregistered', 'stopped'],
   registered: ['registering', 'deregistering', 'stopped'],
   // A failed deregistration falls back too: the instance may still be registered.
-  deregistering: ['deregistered', 'registered', 'idle', 'registering', 'stopped'],
+  deregistering: ['deregistered', 'registered', 'idle', 'stopped'],
   deregistered: ['registering', 'deregistering', 'stopped'],
   stopped: [],
 };
