@@ -10,6 +10,7 @@ import { DiscoveryService } from './discovery.service.js';
 import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
 import { ConsulRegistrar } from './provider/consul.registrar.js';
 import { SelfRegistration } from './registration/self-registration.js';
+import { ShardingService } from './sharding/sharding.service.js';
 import { WatchRegistry } from './watch/watch.registry.js';
 
 @Module({
@@ -21,6 +22,7 @@ import { WatchRegistry } from './watch/watch.registry.js';
     ConsulDiscoveryProvider,
     discoveryProvider,
     SelfRegistration,
+    ShardingService,
     DiscoveryService,
   ],
   exports: [
@@ -29,6 +31,7 @@ import { WatchRegistry } from './watch/watch.registry.js';
     DISCOVERY_PROVIDER,
     ConsulDiscoveryProvider,
     DiscoveryService,
+    ShardingService,
   ],
 })
 export class DiscoveryModule extends ConfigurableDiscoveryModule {}

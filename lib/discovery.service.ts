@@ -15,6 +15,7 @@ import type {
 } from './protocol/service-discovery.protocol.js';
 import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
 import { SelfRegistration } from './registration/self-registration.js';
+import { ShardingService } from './sharding/sharding.service.js';
 import { withDeadline } from './resilience/with-deadline.js';
 import { DiscoverySettings } from './settings/discovery.settings.js';
 import { checkDiscoverQuery } from './protocol/service-discovery.arguments.js';
@@ -23,8 +24,8 @@ import { WatchRegistry } from './watch/watch.registry.js';
 
 /**
  * The public face of the module, and the order of its teardown: Nest runs one phase's hooks of
- * all providers in parallel, so this one provider sequences self-registration, watches and the
- * client, all within `shutdownTimeoutMs`.
+ * all providers in parallel, so this one provider sequences sharding, self-registration, watches
+ * and the client, all within `shutdownTimeoutMs`.
  */
 @Injectable()
 export class DiscoveryService
@@ -39,6 +40,7 @@ export class DiscoveryService
     private readonly provider: ConsulDiscoveryProvider,
     private readonly watches: WatchRegistry,
     private readonly registration: SelfRegistration,
+    private readonly sharding: ShardingService,
   ) {}
 
   /** This instance's registration, as sent to Consul. */
@@ -52,6 +54,7 @@ export class DiscoveryService
       this.prewarmed.push(this.watch(name).subscribe());
     }
     if (this.settings.autoRegister) await this.registration.boot();
+    this.sharding.start();
   }
 
   /** Registers this instance (TTL check starting passing) and starts its heartbeat. */
@@ -94,14 +97,21 @@ export class DiscoveryService
     return this.watches.find(name, checkDiscoverQuery(name, query))?.freshness;
   }
 
-  /** Deregister while the HTTP server (closed after this phase) still drains traffic. */
+  /**
+   * Partition handlers drained and locks released first (deregistering first would invalidate
+   * the sharding session), then deregister while the HTTP server (closed after this phase) still
+   * drains traffic.
+   */
   async beforeApplicationShutdown(): Promise<void> {
-    await this.registration.stop(this.deadline());
+    const deadline = this.deadline();
+    await this.sharding.stop(deadline);
+    await this.registration.stop(deadline);
   }
 
-  /** The guarantee (the same deregistration, awaited), then watches, then the client. */
+  /** The guarantee (the same teardown, awaited), then watches, then the client. */
   async onApplicationShutdown(): Promise<void> {
     const deadline = this.deadline();
+    await this.sharding.stop(deadline);
     await this.registration.stop(deadline);
     await withDeadline(this.watches.closeAll(), deadline - Date.now());
     this.client.close();

@@ -3,6 +3,11 @@ export { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discove
 export { DiscoveryModule } from './discovery.module.js';
 export type { DiscoveryModuleAsyncOptions } from './discovery.module-definition.js';
 export { DiscoveryService } from './discovery.service.js';
+export {
+  ShardingService,
+  type PartitionHandler,
+  type ShardAssignment,
+} from './sharding/sharding.service.js';
 export { ConsulClient } from './consul/consul.client.js';
 export { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
 export {

@@ -29,7 +29,30 @@ import type {
   RawHealthEntry,
   RawReadOptions,
   RawResponse,
+  RawTxnOperation,
+  RawTxnResult,
 } from './consul.types.js';
+
+export interface SessionDefinition {
+  name: string;
+  /** The service check the session is bound to (`service:<serviceId>`). */
+  serviceCheckId: string;
+  /** A duration string (`'5s'`): a bare number would be read as seconds or nanoseconds. */
+  lockDelay: string;
+}
+
+export type LockAttempt =
+  { acquired: true; lockIndex: number; modifyIndex: number } | { acquired: false; reason: string };
+
+/** One key under a lock prefix. */
+export interface LockEntry {
+  key: string;
+  /** The session holding it, if any. */
+  session?: string;
+  /** Acquisitions so far: only grows while the key exists (the fencing token). */
+  lockIndex: number;
+  modifyIndex: number;
+}
 
 export interface CallOptions {
   /** Aborts the request (the client's `ctx` cancel). */
@@ -126,6 +149,86 @@ export class ConsulClient {
     return Object.hasOwn(services, serviceId);
   }
 
+  /**
+   * A session bound to this node's `serfHealth` and the service's own check, released (not
+   * deleted) when either fails; `LockDelay` as a duration string. Sent raw: the `consul` client
+   * drops `NodeChecks`/`ServiceChecks` from its own create body.
+   */
+  async createSession(session: SessionDefinition): Promise<string> {
+    const body = {
+      Name: session.name,
+      NodeChecks: ['serfHealth'],
+      ServiceChecks: [{ ID: session.serviceCheckId }],
+      Behavior: 'release',
+      LockDelay: session.lockDelay,
+    };
+    const [, created] = await this.put<{ ID: string }>('session.create', '/session/create', body);
+    return created.ID;
+  }
+
+  async destroySession(id: string): Promise<void> {
+    await this.call('session.destroy', {}, this.settings.timeoutMs, (raw) =>
+      this.client.session.destroy({ id, ...raw }),
+    );
+  }
+
+  /** Whether the session still exists (an invalidated one is gone). */
+  async sessionExists(id: string, options: CallOptions = {}): Promise<boolean> {
+    const [, sessions] = await this.call('session.info', options, this.settings.timeoutMs, (raw) =>
+      this.client.session.info({ id, ...raw }),
+    );
+    return (sessions ?? []).length > 0;
+  }
+
+  /**
+   * Acquires `key` for `session` in a transaction, which answers with the entry, so the fencing
+   * token (`LockIndex`) comes with the acquisition. Refused (held by another session, lock-delay,
+   * invalid session): `{ acquired: false, reason }`.
+   */
+  async lock(key: string, session: string, value: string): Promise<LockAttempt> {
+    const operations: RawTxnOperation[] = [
+      {
+        KV: {
+          Verb: 'lock',
+          Key: key,
+          Value: Buffer.from(value).toString('base64'),
+          Session: session,
+        },
+      },
+    ];
+    const [response, result] = await this.put<RawTxnResult>('txn', '/txn', operations, [409]);
+    const entry = result.Results?.[0]?.KV;
+    if (response.statusCode === 200 && entry) {
+      return { acquired: true, lockIndex: entry.LockIndex, modifyIndex: entry.ModifyIndex };
+    }
+    return { acquired: false, reason: result.Errors?.map((e) => e.What).join('; ') ?? '' };
+  }
+
+  /** Releases `key` if `session` holds it (`?release=`: no lock-delay follows); `true` = released. */
+  async unlock(key: string, session: string): Promise<boolean> {
+    const [, released] = await this.call('kv.release', {}, this.settings.timeoutMs, (raw) =>
+      this.client.kv.set({ key, value: '', release: session, ...raw }),
+    );
+    return released === true;
+  }
+
+  /** Blocking query on every key under `prefix` (`?recurse`); no key yet → `[]`. */
+  async watchPrefix(
+    prefix: string,
+    options: BlockingReadOptions,
+  ): Promise<IndexedResult<LockEntry[]>> {
+    const [response, entries] = await this.blockingCall('kv.get', options, (raw, client) =>
+      client.kv.get({ ...raw, key: prefix, recurse: true }),
+    );
+    const value = (entries ?? []).map((e): LockEntry => ({
+      key: e.Key,
+      session: e.Session || undefined,
+      lockIndex: e.LockIndex,
+      modifyIndex: e.ModifyIndex,
+    }));
+    return { value, index: consulIndex(response) };
+  }
+
   /** Instances of `name` whose checks all pass, sorted by `serviceId`: one immediate read. */
   async healthyInstances(name: string, options: ReadOptions = {}): Promise<ServiceInstance[]> {
     const read = { ...options, waitMs: 0, longPoll: false };
@@ -176,6 +279,44 @@ export class ConsulClient {
     this.inflight.clear();
     this.client.destroy();
     this.longPollClient.destroy();
+  }
+
+  /**
+   * A PUT with a body the `consul` client would rewrite, through its own HTTP stack; a status in
+   * `accept` is an answer, not a failure.
+   */
+  private put<T>(
+    operation: string,
+    path: string,
+    body: unknown,
+    accept: readonly number[] = [],
+  ): Promise<[RawResponse, T]> {
+    const { token } = this.settings;
+    return this.call(
+      operation,
+      {},
+      this.settings.timeoutMs,
+      (raw) =>
+        this.client._put(
+          {
+            name: operation,
+            path,
+            query: {},
+            headers: token ? { 'x-consul-token': token } : {},
+            type: 'json',
+            body,
+            ...raw,
+          },
+          (request, next) => {
+            const status = request.res?.statusCode ?? 0;
+            if (request.err && !accept.includes(status)) {
+              if (request.res) request.err.response = request.res;
+              return next(false, request.err);
+            }
+            next(false, undefined, [request.res, request.res?.body]);
+          },
+        ) as Promise<[RawResponse, T]>,
+    );
   }
 
   /** Long-poll loops use their own pool; one-off re-reads share the capped one. */

@@ -23,7 +23,83 @@ export interface RawConsulClient {
       list(opts: RawCallOptions & RawReadOptions): Promise<[RawResponse, Record<string, string[]>]>;
     };
   };
+  kv: {
+    get(
+      opts: RawCallOptions & RawReadOptions & { key: string; recurse?: boolean },
+    ): Promise<[RawResponse, RawKvEntry[] | undefined]>;
+    set(
+      opts: RawCallOptions & { key: string; value: string; acquire?: string; release?: string },
+    ): Promise<[RawResponse, boolean]>;
+  };
+  session: {
+    destroy(opts: RawCallOptions & { id: string }): Promise<unknown>;
+    info(opts: RawCallOptions & { id: string }): Promise<[RawResponse, RawSession[] | null]>;
+  };
+  transaction: {
+    create(
+      operations: RawTxnOperation[],
+      opts: RawCallOptions,
+    ): Promise<[RawResponse, RawTxnResult]>;
+  };
+  /**
+   * The client's generic PUT (papi), for bodies its own methods would rewrite: `session.create`
+   * copies only some fields and drops `NodeChecks`/`ServiceChecks`.
+   */
+  _put(
+    request: RawRequest,
+    ...callbacks: ((request: RawPapiRequest, next: RawNext) => void)[]
+  ): Promise<unknown>;
   destroy(): void;
+}
+
+/** A request as papi takes it. */
+export interface RawRequest {
+  name: string;
+  path: string;
+  query: Record<string, string>;
+  headers: Record<string, string>;
+  type: 'json';
+  body: unknown;
+  ctx: CancelContext;
+  timeout: number;
+}
+
+export interface RawPapiRequest {
+  err?: Error & { response?: RawResponse };
+  res?: RawResponse & { body?: unknown };
+  ctx?: CancelContext;
+}
+
+export type RawNext = (stop: boolean, error?: Error, value?: unknown) => void;
+
+/** `GET /v1/kv/<prefix>?recurse`: one key. */
+export interface RawKvEntry {
+  Key: string;
+  /** Decoded by the client. */
+  Value: string | null;
+  /** The session holding the lock, if any. */
+  Session?: string;
+  /** Acquisitions so far: the fencing token. */
+  LockIndex: number;
+  ModifyIndex: number;
+}
+
+export interface RawSession {
+  ID: string;
+  Name: string;
+  Node: string;
+  LockDelay: number;
+  Behavior: string;
+}
+
+/** `/v1/txn` operations we send (the KV verbs). */
+export interface RawTxnOperation {
+  KV: { Verb: 'lock' | 'unlock' | 'get'; Key: string; Value?: string; Session?: string };
+}
+
+export interface RawTxnResult {
+  Results: { KV: RawKvEntry }[] | null;
+  Errors: { OpIndex: number; What: string }[] | null;
 }
 
 export interface CancelContext extends EventEmitter {

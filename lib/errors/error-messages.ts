@@ -32,3 +32,17 @@ export const registrationSupersededMessage = (serviceId: string): string =>
 
 export const illegalTransitionMessage = (from: string, to: string): string =>
   `Self-registration cannot go from "${from}" to "${to}"`;
+
+export const reservedShardMetaMessage = (keys: readonly string[]): string =>
+  `service.meta must not set ${keys.join(', ')}: shardPartitions, shardBalance and shardWeight are published by sharding`;
+
+export const shardKeyMessage = (): string => 'key must be a string';
+
+export const partitionOutOfRangeMessage = (partitions: number): string =>
+  `partition must be an integer from 0 to ${partitions - 1}`;
+
+export const shardingOffMessage = (): string =>
+  'sharding.partitions is required to use ShardingService (sharding is not configured)';
+
+export const handlerMessage = (): string =>
+  'handler must be a function (partition, { signal, token }) => Promise<void> | void';

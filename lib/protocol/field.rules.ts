@@ -18,6 +18,8 @@ import { isPositiveDuration } from './duration.util.js';
 export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 export const SERVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 export const DATACENTER_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** Consul's limit on meta pairs per service. */
+export const MAX_META_PAIRS = 64;
 export const META_KEY_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 export const RESERVED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 const TCP_TARGET = /^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
@@ -74,7 +76,7 @@ export const IsServiceMeta = (options?: ValidationOptions) =>
       const entries = Object.entries(value as Record<string, unknown>);
       return (
         Object.getPrototypeOf(value) === Object.prototype &&
-        entries.length <= 64 &&
+        entries.length <= MAX_META_PAIRS &&
         entries.every(
           ([k, v]) =>
             META_KEY_PATTERN.test(k) &&

@@ -1,5 +1,6 @@
 import {
   Allow,
+  IsOptional,
   ValidateNested,
   validateSync,
   ValidationTypes,
@@ -83,6 +84,18 @@ export const Nested =
     setReader(prototype, key, (raw, path, out, current) =>
       readInto(current as object, raw, path, out),
     );
+  };
+
+/**
+ * An optional nested settings object, absent by default: when given, its keys are merged over a
+ * new `cls` (whose initializers hold the defaults), validated with its parent.
+ */
+export const OptionalNested =
+  (cls: new () => object): PropertyDecorator =>
+  (prototype, key): void => {
+    IsOptional()(prototype, key);
+    ValidateNested()(prototype, key);
+    setReader(prototype, key, (raw, path, out) => readInto(new cls(), raw, path, out));
   };
 
 /** A property whose given value `read` reads and validates itself; it replaces the default. */

@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { BehaviorSubject, type Observable } from 'rxjs';
+import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import type { RegistrationFields } from '../consul/agent-definition.js';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
@@ -52,12 +52,14 @@ export class SelfRegistration {
   private stopping?: Promise<void>;
   private readonly heartbeat: Heartbeat;
   private heartbeatFailing = false;
+  private readonly passes = new Subject<number>();
+  private lastPass?: number;
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
     private readonly registrar: ConsulRegistrar,
   ) {
-    const { service, healthCheck } = settings;
+    const { service, healthCheck, sharding } = settings;
     if (service.name !== undefined && service.port !== undefined && service.id !== undefined) {
       this.fields = {
         name: service.name,
@@ -65,7 +67,15 @@ export class SelfRegistration {
         port: service.port,
         address: service.address,
         tags: service.tags,
-        meta: service.meta,
+        // Every instance, and any caller, computes the shard table from the membership alone.
+        meta: sharding
+          ? {
+              ...service.meta,
+              shardPartitions: String(sharding.partitions),
+              shardBalance: String(sharding.balanceFactor),
+              shardWeight: String(sharding.weight),
+            }
+          : service.meta,
         healthCheck,
       };
     }
@@ -84,6 +94,20 @@ export class SelfRegistration {
   /** The current state at once, then every change. */
   get state$(): Observable<RegistrationState> {
     return this.states.asObservable();
+  }
+
+  /**
+   * When Consul last confirmed the TTL check passing (a pass, or a registration starting it
+   * passing), as `performance.now()` of the moment the request was sent: the lease the agent
+   * measures began no earlier. `undefined` before the first.
+   */
+  get lastPassAt(): number | undefined {
+    return this.lastPass;
+  }
+
+  /** Each confirmed pass (its `lastPassAt`). */
+  get passed$(): Observable<number> {
+    return this.passes.asObservable();
   }
 
   /** This instance's registration as sent to Consul (a copy). */
@@ -181,7 +205,10 @@ export class SelfRegistration {
   private registerOrThrow(options: { attempts: number; retryRefusals?: boolean }): Promise<void> {
     const r = this.requireFields();
     return this.run('registering', 'registered', async (signal) => {
+      // The attempt that lands is the last one; its send time is after this one.
+      const sentAt = performance.now();
       await this.registrar.register(r, true, { ...options, signal });
+      this.passedAt(sentAt);
       this.logger.log(
         `Registered "${r.serviceId}" (${r.name}) with Consul at ${this.registrar.target}`,
       );
@@ -259,8 +286,10 @@ export class SelfRegistration {
   private async beat(): Promise<void> {
     const r = this.requireFields();
     let alive: boolean;
+    const sentAt = performance.now();
     try {
       alive = await this.registrar.heartbeat(r);
+      if (alive && 'ttl' in r.healthCheck) this.passedAt(sentAt);
       if (this.heartbeatFailing) this.logger.log(`Heartbeat of "${r.serviceId}" recovered`);
       this.heartbeatFailing = false;
     } catch (error) {
@@ -274,10 +303,17 @@ export class SelfRegistration {
     if (alive || !this.beating()) return;
     this.logger.warn(`Consul lost "${r.serviceId}" (agent restarted?); registering it again`);
     try {
+      const repairSentAt = performance.now();
       await this.registrar.register(r, true, { attempts: 1 });
+      this.passedAt(repairSentAt);
     } catch (error) {
       this.logger.warn(`Re-registration of "${r.serviceId}" failed: ${(error as Error).message}`);
     }
+  }
+
+  private passedAt(sentAt: number): void {
+    this.lastPass = sentAt;
+    this.passes.next(sentAt);
   }
 
   private requireFields(): SelfFields {

@@ -3,7 +3,7 @@ import type { HealthCheck } from '../protocol/service-discovery.protocol.js';
 import type { DiscoverySettings } from './discovery.settings.js';
 
 /** Fields the factory sets once the settings are valid; they are not options. */
-type DerivedField = 'waitMs';
+type DerivedField = 'waitMs' | 'lockDelayMs';
 
 /** One settings class as options: every field optional, nested sections too. */
 type OptionsOf<T> = {

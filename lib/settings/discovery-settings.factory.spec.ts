@@ -58,6 +58,22 @@ describe('createDiscoverySettings', () => {
     });
   });
 
+  it('sharding: absent is off; given, its defaults are merged per field', () => {
+    expect(createDiscoverySettings(valid(), {}).sharding).toBeUndefined();
+    const s = createDiscoverySettings(valid({ sharding: { partitions: 64, weight: 2 } }), {});
+    expect(s.sharding).toMatchObject({
+      partitions: 64,
+      mode: 'cooperative',
+      settleMs: 500,
+      handoffDelayMs: 250,
+      drainTimeoutMs: 30_000,
+      balanceFactor: 1,
+      weight: 2,
+      lock: { prefix: 'athomic/sharding', lockDelay: '5s' },
+    });
+    expect(s.sharding?.lock.lockDelayMs).toBe(5_000);
+  });
+
   it('merges per field and keeps the given values', () => {
     const s = createDiscoverySettings(
       valid({ retry: { maxAttempts: 2 }, watch: { rateLimit: { burst: 3 } } }),
@@ -264,6 +280,91 @@ describe('createDiscoverySettings', () => {
       'cert without key',
       { ...valid(), consul: { cert: '-----BEGIN CERTIFICATE-----' } },
       'consul.cert',
+    ],
+    ['sharding without partitions', { ...valid(), sharding: {} }, 'sharding.partitions'],
+    ['sharding partitions 0', { ...valid(), sharding: { partitions: 0 } }, 'sharding.partitions'],
+    [
+      'sharding partitions 65537',
+      { ...valid(), sharding: { partitions: 65_537 } },
+      'sharding.partitions',
+    ],
+    [
+      'sharding partitions 2.5',
+      { ...valid(), sharding: { partitions: 2.5 } },
+      'sharding.partitions',
+    ],
+    [
+      'sharding mode unknown',
+      { ...valid(), sharding: { partitions: 8, mode: 'greedy' } },
+      'sharding.mode',
+    ],
+    [
+      'exclusive without a TTL check',
+      {
+        ...valid(),
+        healthCheck: { http: 'http://127.0.0.1:3000/health' },
+        sharding: { partitions: 8, mode: 'exclusive' },
+      },
+      'sharding.mode',
+    ],
+    [
+      'balanceFactor 2.5',
+      { ...valid(), sharding: { partitions: 8, balanceFactor: 2.5 } },
+      'sharding.balanceFactor',
+    ],
+    [
+      'balanceFactor 0.9',
+      { ...valid(), sharding: { partitions: 8, balanceFactor: 0.9 } },
+      'sharding.balanceFactor',
+    ],
+    ['weight 0', { ...valid(), sharding: { partitions: 8, weight: 0 } }, 'sharding.weight'],
+    ['weight 1001', { ...valid(), sharding: { partitions: 8, weight: 1001 } }, 'sharding.weight'],
+    [
+      'negative settleMs',
+      { ...valid(), sharding: { partitions: 8, settleMs: -1 } },
+      'sharding.settleMs',
+    ],
+    [
+      'drainTimeoutMs 0',
+      { ...valid(), sharding: { partitions: 8, drainTimeoutMs: 0 } },
+      'sharding.drainTimeoutMs',
+    ],
+    [
+      'lock prefix with a leading slash',
+      { ...valid(), sharding: { partitions: 8, lock: { prefix: '/a' } } },
+      'sharding.lock.prefix',
+    ],
+    [
+      'bad lockDelay',
+      { ...valid(), sharding: { partitions: 8, lock: { lockDelay: 5 } } },
+      'sharding.lock.lockDelay',
+    ],
+    [
+      'unknown sharding key',
+      { ...valid(), sharding: { partitions: 8, partition: 3 } },
+      'sharding.partition',
+    ],
+    ['sharding not an object', { ...valid(), sharding: 8 }, 'sharding'],
+    [
+      'reserved shard meta key',
+      { service: { ...service, meta: { shardWeight: '3' } } },
+      'service.meta',
+    ],
+    [
+      'sharding without a service port',
+      { autoRegister: false, service: { name: 'orders' }, sharding: { partitions: 8 } },
+      'service.port',
+    ],
+    [
+      'sharding and 62 meta pairs',
+      {
+        service: {
+          ...service,
+          meta: Object.fromEntries(Array.from({ length: 62 }, (_, i) => [`k${i}`, 'v'])),
+        },
+        sharding: { partitions: 8 },
+      },
+      'service.meta',
     ],
   ];
 

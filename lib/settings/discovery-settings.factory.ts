@@ -2,14 +2,22 @@ import { existsSync } from 'node:fs';
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import { setDurationMs } from '../protocol/duration.util.js';
 import { setCheckDurations } from '../protocol/health-check.rules.js';
-import { copyMeta, copyTags, readInto, ViolationCollector } from '../protocol/input.reader.js';
+import {
+  copyMeta,
+  copyTags,
+  isPlainObject,
+  readInto,
+  ViolationCollector,
+} from '../protocol/input.reader.js';
+import { MAX_META_PAIRS } from '../protocol/field.rules.js';
+import { reservedShardMetaMessage } from '../errors/error-messages.js';
 import type { DiscoveryModuleOptions } from './discovery-module-options.interface.js';
 import {
   consulEnvDefaults,
   defaultServiceAddress,
   defaultServiceId,
 } from './discovery-settings.defaults.js';
-import { DiscoverySettings, PEM_PATTERN } from './discovery.settings.js';
+import { DiscoverySettings, PEM_PATTERN, SHARD_META_KEYS } from './discovery.settings.js';
 
 /**
  * Merges options over the defaults (Consul's env conventions included), validates everything and
@@ -38,6 +46,10 @@ export function createDiscoverySettings(
   settings.watch.services = [...new Set(settings.watch.services)];
   setDurationMs(settings.watch, 'waitMs', settings.watch.waitTime);
   setCheckDurations(settings.healthCheck);
+  if (settings.sharding) {
+    const lock = settings.sharding.lock;
+    setDurationMs(lock, 'lockDelayMs', lock.lockDelay);
+  }
   return settings;
 }
 
@@ -66,5 +78,34 @@ function checkCrossFieldRules(settings: DiscoverySettings, out: ViolationCollect
   }
   if ((consul.cert === undefined) !== (consul.key === undefined)) {
     out.add('consul.cert', 'consul.cert and consul.key must be given together');
+  }
+  checkShardingRules(settings, out);
+}
+
+function checkShardingRules(settings: DiscoverySettings, out: ViolationCollector): void {
+  const { service, sharding, healthCheck } = settings;
+  const meta = isPlainObject(service.meta) ? Object.keys(service.meta) : [];
+  const reserved = meta.filter((key) => (SHARD_META_KEYS as readonly string[]).includes(key));
+  if (reserved.length > 0) {
+    out.add('service.meta', reservedShardMetaMessage(reserved));
+  }
+  if (!sharding) return;
+  if (service.name === undefined) {
+    out.add('service.name', 'service.name is required when sharding is configured');
+  }
+  if (service.port === undefined) {
+    out.add('service.port', 'service.port is required when sharding is configured');
+  }
+  if (meta.length + SHARD_META_KEYS.length > MAX_META_PAIRS) {
+    out.add(
+      'service.meta',
+      `service.meta must hold at most ${MAX_META_PAIRS - SHARD_META_KEYS.length} pairs when sharding is configured (${SHARD_META_KEYS.join(', ')} are added)`,
+    );
+  }
+  if (sharding.mode === 'exclusive' && healthCheck && !('ttl' in healthCheck)) {
+    out.add(
+      'sharding.mode',
+      "sharding.mode 'exclusive' requires the TTL health check (its lease is what self-fencing measures)",
+    );
   }
 }

@@ -10,6 +10,7 @@ import {
   IsString,
   Matches,
   Max,
+  MaxLength,
   Min,
 } from 'class-validator';
 import {
@@ -28,7 +29,7 @@ import {
   TtlHealthCheckSettings,
   type HealthCheckSettings,
 } from '../protocol/health-check.rules.js';
-import { Nested, ReadWith } from '../protocol/input.reader.js';
+import { Nested, OptionalNested, ReadWith } from '../protocol/input.reader.js';
 
 /** PEM text, as opposed to the path of a PEM file. */
 export const PEM_PATTERN = /-----BEGIN [A-Z ]+-----/;
@@ -184,6 +185,78 @@ export class WatchSettings {
   waitMs: number;
 }
 
+export const SHARDING_MODES = ['cooperative', 'exclusive'] as const;
+export type ShardingMode = (typeof SHARDING_MODES)[number];
+
+/** Meta keys self-registration publishes when sharding is on; reserved in `service.meta`. */
+export const SHARD_META_KEYS = ['shardPartitions', 'shardBalance', 'shardWeight'] as const;
+
+/** A Consul KV key prefix: segments of letters, digits, `_`, `-` and `.`, no leading slash. */
+const KV_PREFIX_PATTERN = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+
+export class ShardingLockSettings {
+  /** KV key of partition p: `<prefix>/<service name>/<p>`. */
+  @IsString()
+  @MaxLength(256)
+  @Matches(KV_PREFIX_PATTERN, {
+    message: '$property must be a KV key prefix like athomic/sharding (no leading or trailing /)',
+  })
+  prefix = 'athomic/sharding';
+
+  /** The session's `LockDelay`, always sent as a duration string. */
+  @IsDuration()
+  lockDelay = '5s';
+
+  /** `lockDelay` in ms, set once the settings are valid; not an input. */
+  lockDelayMs: number;
+}
+
+/** Absent: sharding is off. */
+export class ShardingSettings {
+  /** Fixed for the life of the keyspace. */
+  @IsInt()
+  @Min(1)
+  @Max(65_536)
+  partitions: number;
+
+  /** `exclusive` holds a Consul lock per owned partition (requires the TTL health check). */
+  @IsIn(SHARDING_MODES)
+  mode: ShardingMode = 'cooperative';
+
+  /** Membership changes are debounced by this; at most 4 × under constant churn. */
+  @IsInt()
+  @Min(0)
+  @Max(600_000)
+  settleMs = 500;
+
+  /** Cooperative: a gained partition starts this long after the table changed. */
+  @IsInt()
+  @Min(0)
+  @Max(600_000)
+  handoffDelayMs = 250;
+
+  /** The longest a released partition's handler is awaited. */
+  @IsInt()
+  @Min(1)
+  @Max(3_600_000)
+  drainTimeoutMs = 30_000;
+
+  /** 1 = floor or ceiling of the quota; above 1, at most ceil(factor × quota). */
+  @IsNumber({ allowNaN: false, allowInfinity: false })
+  @Min(1)
+  @Max(2)
+  balanceFactor = 1;
+
+  /** This instance's capacity. */
+  @IsInt()
+  @Min(1)
+  @Max(1000)
+  weight = 1;
+
+  @Nested()
+  lock = new ShardingLockSettings();
+}
+
 /** The validated, defaulted settings every part of the module reads (`DISCOVERY_SETTINGS`). */
 export class DiscoverySettings {
   /** `false`: the hooks do nothing; the provider is still injectable. */
@@ -221,4 +294,8 @@ export class DiscoverySettings {
 
   @Nested()
   watch = new WatchSettings();
+
+  /** Partitions of the own service over its live membership; absent = off. */
+  @OptionalNested(ShardingSettings)
+  sharding?: ShardingSettings;
 }

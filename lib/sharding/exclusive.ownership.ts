@@ -1,0 +1,339 @@
+import type { Logger } from '@nestjs/common';
+import type { Subscription } from 'rxjs';
+import type { ConsulClient, LockEntry } from '../consul/consul.client.js';
+import { serviceCheckId } from '../consul/agent-definition.js';
+import type { TtlHealthCheckSettings } from '../protocol/health-check.rules.js';
+import type { SelfRegistration } from '../registration/self-registration.js';
+import { TokenBucket } from '../resilience/token-bucket.js';
+import { withDeadline } from '../resilience/with-deadline.js';
+import type { DiscoverySettings, ShardingSettings } from '../settings/discovery.settings.js';
+import { followBlockingQuery } from '../watch/blocking-query.loop.js';
+import { ascending, type Ownership, type OwnershipChanged } from './ownership.js';
+import type { PartitionWorkers } from './partition-workers.js';
+
+const INVALID_SESSION = /invalid session/i;
+const SESSION_RETRY_MS = 1_000;
+
+/**
+ * At most one owner per partition: an instance owns a partition only while its session holds the
+ * partition's KV lock (`<prefix>/<service>/<p>`) and its own lease is fresh.
+ *
+ * - The session is bound to the instance's own TTL check: when the instance dies or stops
+ *   passing, Consul invalidates it and frees its locks (after `lockDelay`).
+ * - Self-fencing: the lease is the time since the last confirmed TTL pass; past
+ *   `ttl − max(1 s, ttl/10)` — before Consul could give the partition to anyone — `owns()` is
+ *   false, handlers are aborted, and every partition must be acquired through Consul again.
+ * - One blocking query on the prefix shows locks taken from us (another session on our key, or
+ *   the key gone after an agent restart) and freed keys we want.
+ * - Locks are released (`?release=`, no lock-delay) after the handlers drained, never deleted:
+ *   `LockIndex`, the fencing token, must only grow.
+ */
+export class ExclusiveOwnership implements Ownership {
+  private readonly config: ShardingSettings;
+  private readonly keyPrefix: string;
+  private readonly leaseMs: number;
+  private readonly serviceId: string;
+  private session?: string;
+  /** Locks this session holds, as far as Consul last told. */
+  private readonly held = new Map<number, { lockIndex: number; modifyIndex: number }>();
+  /** Held, handlers started, and not dropped by a lapse since. */
+  private readonly live = new Set<number>();
+  private readonly releasing = new Set<number>();
+  private target = new Set<number>();
+  private lapsed = true;
+  private reconciling?: Promise<void>;
+  private reconcileAgain = false;
+  private retryTimer?: NodeJS.Timeout;
+  private lapseTimer?: NodeJS.Timeout;
+  private passes?: Subscription;
+  private readonly abort = new AbortController();
+  private prefixLoop: Promise<void> = Promise.resolve();
+  private prefixFailing = false;
+  private readonly pending = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly settings: DiscoverySettings,
+    private readonly client: ConsulClient,
+    private readonly registration: SelfRegistration,
+    private readonly workers: PartitionWorkers,
+    private readonly changed: OwnershipChanged,
+    private readonly logger: Logger,
+  ) {
+    this.config = settings.sharding!;
+    this.serviceId = settings.service.id!;
+    this.keyPrefix = `${this.config.lock.prefix}/${settings.service.name!}/`;
+    // Settings validation makes exclusive mode require the TTL check.
+    const ttlMs = (settings.healthCheck as TtlHealthCheckSettings).ttlMs;
+    this.leaseMs = ttlMs - Math.max(1_000, ttlMs / 10);
+  }
+
+  start(): void {
+    this.passes = this.registration.passed$.subscribe(() => this.onPass());
+    if (this.registration.lastPassAt !== undefined) this.onPass();
+    const { watch, retry } = this.settings;
+    this.prefixLoop = followBlockingQuery({
+      signal: this.abort.signal,
+      bucket: new TokenBucket(watch.rateLimit.perSecond, watch.rateLimit.burst),
+      backoff: { initialDelayMs: retry.initialDelayMs, maxDelayMs: retry.maxDelayMs },
+      read: async (index) => {
+        const answer = await this.client.watchPrefix(this.keyPrefix, {
+          index,
+          waitMs: watch.waitMs,
+          longPoll: true,
+          signal: this.abort.signal,
+        });
+        return { value: answer, index: answer.index };
+      },
+      onAnswer: ({ value, index }) => {
+        this.prefixFailing = false;
+        this.onKeys(value, index);
+      },
+      onError: (error) => {
+        if (this.client.closed) return false;
+        if (!this.prefixFailing) {
+          this.logger.warn(`Following the sharding locks failed: ${(error as Error).message}`);
+        }
+        this.prefixFailing = true;
+        return true;
+      },
+    });
+  }
+
+  assign(target: readonly number[]): void {
+    this.target = new Set(target);
+    this.reconcile();
+  }
+
+  owns(partition: number): boolean {
+    return this.live.has(partition) && this.leaseFresh();
+  }
+
+  owned(): number[] {
+    return this.leaseFresh() ? ascending(this.live) : [];
+  }
+
+  token(partition: number): number | undefined {
+    return this.owns(partition) ? this.held.get(partition)?.lockIndex : undefined;
+  }
+
+  async stop(deadline: number): Promise<void> {
+    this.abort.abort();
+    this.passes?.unsubscribe();
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.lapseTimer);
+    this.target.clear();
+    const dropped = this.drop();
+    // Handlers get half of what remains; the rest is for releasing, destroying, deregistering.
+    const handlersMs = Math.min(this.config.drainTimeoutMs, (deadline - Date.now()) / 2);
+    await withDeadline(
+      Promise.all([...dropped.map((p) => this.workers.release(p, handlersMs)), this.reconciling]),
+      handlersMs,
+    );
+    const session = this.session;
+    if (!session) return;
+    await withDeadline(
+      Promise.allSettled(
+        [...this.held.keys()].map((p) => this.client.unlock(this.key(p), session)),
+      ),
+      deadline - Date.now(),
+    );
+    this.held.clear();
+    await withDeadline(this.client.destroySession(session), deadline - Date.now());
+    this.session = undefined;
+    await withDeadline(
+      Promise.allSettled([this.prefixLoop, ...this.pending]),
+      deadline - Date.now(),
+    );
+  }
+
+  private leaseFresh(): boolean {
+    const at = this.registration.lastPassAt;
+    return at !== undefined && performance.now() - at < this.leaseMs;
+  }
+
+  private onPass(): void {
+    if (this.abort.signal.aborted) return;
+    clearTimeout(this.lapseTimer);
+    const at = this.registration.lastPassAt!;
+    this.lapseTimer = setTimeout(
+      () => this.lapse(),
+      Math.max(0, at + this.leaseMs - performance.now()),
+    );
+    this.lapseTimer.unref();
+    if (this.lapsed && this.leaseFresh()) {
+      this.lapsed = false;
+      this.reconcile();
+    }
+  }
+
+  /** No pass confirmed for a lease: let go of everything until Consul grants each again. */
+  private lapse(): void {
+    if (this.leaseFresh() || this.abort.signal.aborted) return;
+    this.lapsed = true;
+    const dropped = this.drop();
+    this.held.clear();
+    if (dropped.length > 0) {
+      this.logger.warn(
+        `The lease of "${this.serviceId}" lapsed (no TTL pass confirmed for ${this.leaseMs} ms): released partitions ${dropped.join(', ')} until Consul grants them again`,
+      );
+    }
+    for (const p of dropped) this.track(this.workers.release(p, this.config.drainTimeoutMs));
+  }
+
+  /** Every live partition stops counting as owned at once; returns them. */
+  private drop(): number[] {
+    const dropped = ascending(this.live);
+    this.live.clear();
+    if (dropped.length > 0) this.changed([], dropped);
+    return dropped;
+  }
+
+  /** `index`: the answer's `X-Consul-Index`; a lock taken after it is not in the answer yet. */
+  private onKeys(entries: LockEntry[], index: number): void {
+    const holders = new Map<number, string | undefined>();
+    for (const entry of entries) {
+      const partition = Number(entry.key.slice(this.keyPrefix.length));
+      if (Number.isInteger(partition)) holders.set(partition, entry.session);
+    }
+    const lost = [...this.held].flatMap(([p, lock]) =>
+      !this.releasing.has(p) && lock.modifyIndex <= index && holders.get(p) !== this.session
+        ? [p]
+        : [],
+    );
+    const lostLive = lost.filter((p) => this.live.delete(p));
+    for (const p of lost) this.held.delete(p);
+    if (lostLive.length > 0) {
+      this.logger.warn(`Lost the locks of partitions ${lostLive.join(', ')}; their handlers stop`);
+      this.changed([], lostLive);
+      for (const p of lostLive) this.track(this.workers.release(p, this.config.drainTimeoutMs));
+    }
+    const free = [...this.target].some((p) => !this.held.has(p) && !holders.get(p));
+    if (lost.length > 0 || free) this.reconcile();
+  }
+
+  /** One reconciliation at a time; calls meanwhile run it once more afterwards. */
+  private reconcile(): void {
+    if (this.abort.signal.aborted) return;
+    if (this.reconciling) {
+      this.reconcileAgain = true;
+      return;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.reconcileAgain = false;
+        await this.reconcileOnce();
+      } while (this.reconcileAgain && !this.abort.signal.aborted);
+    })().finally(() => (this.reconciling = undefined));
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    for (const p of [...this.held.keys()]) {
+      if (!this.target.has(p) && !this.releasing.has(p)) this.release(p);
+    }
+    if (this.lapsed || !this.leaseFresh() || this.registration.state !== 'registered') return;
+    const wanted = ascending(this.target).filter(
+      (p) => !this.held.has(p) && !this.releasing.has(p),
+    );
+    if (wanted.length === 0) return;
+    const session = await this.ensureSession();
+    if (!session) return;
+    const acquired: number[] = [];
+    let retryMs: number | undefined;
+    await Promise.all(
+      wanted.map(async (p) => {
+        try {
+          const attempt = await this.client.lock(this.key(p), session, this.serviceId);
+          if (attempt.acquired) {
+            this.held.set(p, { lockIndex: attempt.lockIndex, modifyIndex: attempt.modifyIndex });
+            // A lease that lapsed meanwhile is not revived: the next pass re-acquires.
+            if (
+              !this.lapsed &&
+              this.leaseFresh() &&
+              this.target.has(p) &&
+              session === this.session
+            ) {
+              this.live.add(p);
+              this.workers.start(p, attempt.lockIndex);
+              acquired.push(p);
+            }
+          } else if (INVALID_SESSION.test(attempt.reason)) {
+            if (this.session === session) this.session = undefined;
+            retryMs = 0;
+          } else {
+            // Held by another session (the prefix shows its release) or in lock-delay (it does not).
+            retryMs ??= this.config.lock.lockDelayMs;
+          }
+        } catch (error) {
+          if (!this.abort.signal.aborted) {
+            this.logger.warn(`Could not acquire partition ${p}: ${(error as Error).message}`);
+          }
+          retryMs = SESSION_RETRY_MS;
+        }
+      }),
+    );
+    if (acquired.length > 0) this.changed(ascending(acquired), []);
+    if (retryMs !== undefined) this.retryIn(retryMs);
+  }
+
+  /** Drains the handlers, then releases the lock (no lock-delay follows a release). */
+  private release(partition: number): void {
+    this.releasing.add(partition);
+    if (this.live.delete(partition)) this.changed([], [partition]);
+    const session = this.session;
+    const done = (async () => {
+      await this.workers.release(partition, this.config.drainTimeoutMs);
+      try {
+        if (session && this.held.get(partition) !== undefined) {
+          await this.client.unlock(this.key(partition), session);
+        }
+      } catch (error) {
+        if (!this.abort.signal.aborted) {
+          this.logger.warn(`Could not release partition ${partition}: ${(error as Error).message}`);
+        }
+      } finally {
+        this.held.delete(partition);
+        this.releasing.delete(partition);
+      }
+      this.reconcile();
+    })();
+    this.track(done);
+  }
+
+  private async ensureSession(): Promise<string | undefined> {
+    if (this.session) return this.session;
+    try {
+      this.session = await this.client.createSession({
+        name: `athomic-sharding:${this.serviceId}`,
+        serviceCheckId: serviceCheckId(this.serviceId),
+        lockDelay: this.config.lock.lockDelay,
+      });
+      // Locks of an older session are gone with it.
+      this.held.clear();
+      return this.session;
+    } catch (error) {
+      if (!this.abort.signal.aborted) {
+        this.logger.warn(`Could not create the sharding session: ${(error as Error).message}`);
+        this.retryIn(SESSION_RETRY_MS);
+      }
+      return undefined;
+    }
+  }
+
+  private retryIn(ms: number): void {
+    if (this.abort.signal.aborted || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.reconcile();
+    }, ms);
+    this.retryTimer.unref();
+  }
+
+  private key(partition: number): string {
+    return `${this.keyPrefix}${partition}`;
+  }
+
+  private track(work: Promise<unknown>): void {
+    const tracked = work.finally(() => this.pending.delete(tracked));
+    this.pending.add(tracked);
+  }
+}

@@ -1,0 +1,184 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { concat, defer, Observable, of, Subject, type Subscription } from 'rxjs';
+import { ConsulClient } from '../consul/consul.client.js';
+import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import {
+  checkHandler,
+  checkPartition,
+  checkShardKey,
+  shardingOff,
+} from '../protocol/sharding.arguments.js';
+import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
+import { SelfRegistration } from '../registration/self-registration.js';
+import { DiscoverySettings, type ShardingSettings } from '../settings/discovery.settings.js';
+import { WatchRegistry } from '../watch/watch.registry.js';
+import type { ServiceWatch } from '../watch/service-watch.js';
+import { CooperativeOwnership } from './cooperative.ownership.js';
+import { ExclusiveOwnership } from './exclusive.ownership.js';
+import { murmur3 } from './murmur3.js';
+import type { Ownership } from './ownership.js';
+import { PartitionWorkers, type PartitionHandler } from './partition-workers.js';
+import { SettleWindow } from './settle-window.js';
+import { shardInput } from './shard-membership.js';
+import { ShardTable } from './shard-table.js';
+
+export type { PartitionHandler } from './partition-workers.js';
+
+export interface ShardAssignment {
+  /** Ascending. */
+  owned: number[];
+  acquired: number[];
+  released: number[];
+  /** serviceIds the table was computed from, ascending. */
+  members: string[];
+  /** Increases with every recompute on this instance. */
+  version: number;
+}
+
+/**
+ * Partitions of the own service over its live membership (`sharding.*`): every instance computes
+ * the same table from the watched passing set of its service, no coordinator. Cooperative:
+ * ownership is the table; exclusive: an instance owns a partition only while it holds the
+ * partition's Consul lock and its own lease is fresh.
+ */
+@Injectable()
+export class ShardingService {
+  private readonly logger = new Logger(ShardingService.name);
+  private readonly config?: ShardingSettings;
+  private readonly workers = new PartitionWorkers(this.logger);
+  private readonly ownership?: Ownership;
+  private readonly changes = new Subject<ShardAssignment>();
+  private version = 0;
+  private lastChange: Pick<ShardAssignment, 'acquired' | 'released'> = {
+    acquired: [],
+    released: [],
+  };
+  private table?: ShardTable;
+  private instances = new Map<string, ServiceInstance>();
+  private latest: readonly ServiceInstance[] = [];
+  private watch?: ServiceWatch;
+  private subscription?: Subscription;
+  private settle?: SettleWindow;
+  private stopping?: Promise<void>;
+
+  constructor(
+    @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
+    @Inject(CONSUL_CLIENT) client: ConsulClient,
+    private readonly watches: WatchRegistry,
+    private readonly registration: SelfRegistration,
+  ) {
+    this.config = settings.sharding;
+    if (!this.config) return;
+    const changed = (acquired: number[], released: number[]): void => this.emit(acquired, released);
+    this.ownership =
+      this.config.mode === 'exclusive'
+        ? new ExclusiveOwnership(settings, client, registration, this.workers, changed, this.logger)
+        : new CooperativeOwnership(this.config, this.workers, changed);
+  }
+
+  /** murmur3 x86 32-bit (seed 0) of the key's UTF-8 bytes, mod `sharding.partitions`. */
+  partitionOf(key: string): number {
+    const partitions = this.requireConfig().partitions;
+    return murmur3(checkShardKey(key)) % partitions;
+  }
+
+  /** The instance the current table gives the partition (or the key's partition) to. */
+  ownerOf(keyOrPartition: string | number): ServiceInstance | undefined {
+    const owner = this.table?.ownerOf(this.partition(keyOrPartition));
+    return owner === undefined ? undefined : this.instances.get(owner);
+  }
+
+  /** Cooperative: the table gives it to this instance; exclusive: its lock is held, the lease fresh. */
+  owns(keyOrPartition: string | number): boolean {
+    return this.ownership?.owns(this.partition(keyOrPartition)) ?? false;
+  }
+
+  /** Ascending. */
+  owned(): number[] {
+    return this.ownership?.owned() ?? [];
+  }
+
+  /** Exclusive: the partition's fencing token (its lock's `LockIndex`); otherwise `undefined`. */
+  token(partition: number): number | undefined {
+    return this.ownership?.token(checkPartition(partition, this.requireConfig().partitions));
+  }
+
+  /** The current assignment at once, then every change of `owned()`. */
+  get assignments$(): Observable<ShardAssignment> {
+    return defer(() => concat(of(this.assignment()), this.changes));
+  }
+
+  /** Runs `handler` for each owned partition (now and later); returns the function that stops it. */
+  onPartition(handler: PartitionHandler): () => void {
+    this.requireConfig();
+    return this.workers.add(checkHandler(handler));
+  }
+
+  /** Bootstrap: follow the own service's passing set. */
+  start(): void {
+    const config = this.config;
+    const name = this.settings.service.name;
+    if (!config || !name || !this.settings.enabled) return;
+    this.settle = new SettleWindow(config.settleMs, () => this.recompute());
+    this.watch = this.watches.acquire(name, {});
+    this.subscription = this.watch.instances$.subscribe((instances) => {
+      this.latest = instances;
+      this.settle?.touch();
+    });
+    this.ownership?.start();
+  }
+
+  /**
+   * Shutdown, by `deadline`: handlers aborted and drained, then (exclusive) locks released and
+   * the session destroyed, all before self-registration deregisters.
+   */
+  stop(deadline: number): Promise<void> {
+    this.stopping ??= this.shutDown(deadline);
+    return this.stopping;
+  }
+
+  private async shutDown(deadline: number): Promise<void> {
+    this.settle?.cancel();
+    this.subscription?.unsubscribe();
+    if (this.watch) this.watches.release(this.watch);
+    await this.ownership?.stop(deadline);
+    this.changes.complete();
+  }
+
+  private recompute(): void {
+    if (this.stopping || !this.config || !this.ownership) return;
+    const input = shardInput(this.latest, this.config);
+    if (!input) return;
+    this.table = new ShardTable(input.members, input.options);
+    this.instances = new Map(this.latest.map((i) => [i.serviceId, i]));
+    const self = this.settings.service.id;
+    this.version++;
+    this.ownership.assign(self !== undefined ? this.table.owned(self) : []);
+  }
+
+  private assignment(): ShardAssignment {
+    return {
+      owned: this.owned(),
+      ...this.lastChange,
+      members: [...(this.table?.members ?? [])],
+      version: this.version,
+    };
+  }
+
+  private emit(acquired: number[], released: number[]): void {
+    this.lastChange = { acquired, released };
+    this.changes.next(this.assignment());
+  }
+
+  private partition(keyOrPartition: string | number): number {
+    const { partitions } = this.requireConfig();
+    return typeof keyOrPartition === 'string'
+      ? this.partitionOf(keyOrPartition)
+      : checkPartition(keyOrPartition, partitions);
+  }
+
+  private requireConfig(): ShardingSettings {
+    if (!this.config) throw shardingOff();
+    return this.config;
+  }
+}
