@@ -84,13 +84,15 @@ export class ShardingService {
 
   /** The instance the current table gives the partition (or the key's partition) to. */
   ownerOf(keyOrPartition: string | number): ServiceInstance | undefined {
-    const owner = this.table?.ownerOf(this.partition(keyOrPartition));
+    const partition = this.partition(keyOrPartition);
+    const owner = this.table?.ownerOf(partition);
     return owner === undefined ? undefined : this.instances.get(owner);
   }
 
   /** Cooperative: the table gives it to this instance; exclusive: its lock is held, the lease fresh. */
   owns(keyOrPartition: string | number): boolean {
-    return this.ownership?.owns(this.partition(keyOrPartition)) ?? false;
+    const partition = this.partition(keyOrPartition);
+    return this.ownership?.owns(partition) ?? false;
   }
 
   /** Ascending. */
@@ -100,7 +102,8 @@ export class ShardingService {
 
   /** Exclusive: the partition's fencing token (its lock's `LockIndex`); otherwise `undefined`. */
   token(partition: number): number | undefined {
-    return this.ownership?.token(checkPartition(partition, this.requireConfig().partitions));
+    const checked = checkPartition(partition, this.requireConfig().partitions);
+    return this.ownership?.token(checked);
   }
 
   /** The current assignment at once, then every change of `owned()`. */
@@ -172,9 +175,9 @@ export class ShardingService {
 
   private partition(keyOrPartition: string | number): number {
     const { partitions } = this.requireConfig();
-    return typeof keyOrPartition === 'string'
-      ? this.partitionOf(keyOrPartition)
-      : checkPartition(keyOrPartition, partitions);
+    return typeof keyOrPartition === 'number'
+      ? checkPartition(keyOrPartition, partitions)
+      : this.partitionOf(keyOrPartition);
   }
 
   private requireConfig(): ShardingSettings {

@@ -61,8 +61,12 @@ describe('shardInput', () => {
 });
 
 describe('SettleWindow', () => {
-  beforeEach(() => jest.useFakeTimers());
-  afterEach(() => jest.useRealTimers());
+  beforeEach(() => {
+    jest.useFakeTimers();
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+  });
 
   it('fires settleMs after the last touch of a burst', () => {
     const fire = jest.fn();
@@ -143,8 +147,12 @@ describe('PartitionWorkers', () => {
 });
 
 describe('CooperativeOwnership', () => {
-  beforeEach(() => jest.useFakeTimers());
-  afterEach(() => jest.useRealTimers());
+  beforeEach(() => {
+    jest.useFakeTimers();
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+  });
 
   function setup(): {
     ownership: CooperativeOwnership;
