@@ -13,6 +13,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['watch'],
   ['provider'],
   ['registration', 'sharding'],
+  ['http'],
   ['discovery.module-definition.ts', 'discovery.providers.ts', 'discovery.service.ts'],
   ['discovery.module.ts'],
   ['index.ts'],

@@ -1,0 +1,149 @@
+import { describe, expect, it } from '@jest/globals';
+import { LoadBalancer } from './load-balancer.js';
+import { OutlierEjection } from './outlier-ejection.js';
+import { RetryBudget } from './retry-budget.js';
+import { isServiceHost, mayRetry } from './retry-policy.js';
+
+const instances = (n: number): { serviceId: string }[] =>
+  Array.from({ length: n }, (_, i) => ({ serviceId: `s${i}` }));
+
+/** A seeded PRNG (mulberry32): reproducible "random" picks. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('LoadBalancer', () => {
+  it('round-robin spreads sequential picks evenly, one cursor per service', () => {
+    const lb = new LoadBalancer('round-robin');
+    const three = instances(3);
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 3_000; i++) {
+      const id = lb.pick('orders', three)!.serviceId;
+      counts.set(id, (counts.get(id) ?? 0) + 1);
+      lb.pick('other', instances(2));
+    }
+    expect([...counts.values()]).toEqual([1_000, 1_000, 1_000]);
+  });
+
+  it('random covers every instance', () => {
+    const lb = new LoadBalancer('random', prng(1));
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) seen.add(lb.pick('orders', instances(4))!.serviceId);
+    expect(seen.size).toBe(4);
+  });
+
+  it('least-request prefers the instance with fewer requests in flight', () => {
+    const lb = new LoadBalancer('least-request', prng(2));
+    const three = instances(3);
+    const busy = Array.from({ length: 10 }, () => lb.started('s0'));
+    let toBusy = 0;
+    for (let i = 0; i < 1_000; i++) if (lb.pick('orders', three)!.serviceId === 's0') toBusy++;
+    expect(toBusy).toBe(0); // two distinct choices: s0 always loses to an idle one
+    for (const end of busy) end();
+    expect(lb.load('s0')).toBe(0);
+  });
+
+  it('no candidates → undefined; one → it', () => {
+    const lb = new LoadBalancer('least-request');
+    expect(lb.pick('x', [])).toBeUndefined();
+    expect(lb.pick('x', instances(1))?.serviceId).toBe('s0');
+  });
+});
+
+describe('OutlierEjection', () => {
+  const policy = {
+    consecutiveFailures: 5,
+    baseEjectionMs: 30_000,
+    maxEjectionMs: 300_000,
+    maxEjectionPercent: 50,
+  };
+
+  it('ejects after N consecutive failures, for base × times ejected, capped', () => {
+    let now = 0;
+    const ejection = new OutlierEjection(policy, () => now);
+    const four = instances(4);
+    for (let i = 0; i < 4; i++) expect(ejection.failed('s0', four)).toBe(false);
+    expect(ejection.failed('s0', four)).toBe(true);
+    expect(ejection.eligible(four).map((i) => i.serviceId)).toEqual(['s1', 's2', 's3']);
+    now = 30_001;
+    expect(ejection.isEjected('s0')).toBe(false);
+    for (let i = 0; i < 5; i++) ejection.failed('s0', four);
+    now += 59_999;
+    expect(ejection.isEjected('s0')).toBe(true); // second time: 60 s
+    now += 2;
+    expect(ejection.isEjected('s0')).toBe(false);
+  });
+
+  it('a success resets the count', () => {
+    const ejection = new OutlierEjection(policy, () => 0);
+    const two = instances(2);
+    for (let i = 0; i < 4; i++) ejection.failed('s0', two);
+    ejection.succeeded('s0');
+    for (let i = 0; i < 4; i++) expect(ejection.failed('s0', two)).toBe(false);
+  });
+
+  it('ejects at most maxEjectionPercent (at least one) and uses all when too few are eligible', () => {
+    const ejection = new OutlierEjection(policy, () => 0);
+    const three = instances(3);
+    const fail = (id: string): boolean => {
+      let ejected = false;
+      for (let i = 0; i < 5; i++) ejected = ejection.failed(id, three) || ejected;
+      return ejected;
+    };
+    expect(fail('s0')).toBe(true); // max(1, floor(3 × 50%)) = 1
+    expect(fail('s1')).toBe(false);
+    expect(ejection.eligible(three)).toHaveLength(2);
+    const two = instances(2);
+    const small = new OutlierEjection({ ...policy, maxEjectionPercent: 100 }, () => 0);
+    for (const id of ['s0', 's1']) for (let i = 0; i < 5; i++) small.failed(id, two);
+    expect(small.eligible(two)).toHaveLength(2); // none eligible → all passing
+  });
+});
+
+describe('RetryBudget', () => {
+  it('allows budgetPercent of the requests plus minPerSecond over a sliding 10 s window', () => {
+    let now = 0;
+    const budget = new RetryBudget(20, 1, () => now);
+    for (let i = 0; i < 100; i++) budget.request();
+    let allowed = 0;
+    while (budget.tryRetry()) allowed++;
+    expect(allowed).toBe(20 + 10);
+    now = 10_500; // the window has moved past all of it
+    expect(budget.tryRetry()).toBe(true);
+  });
+});
+
+describe('retry rules', () => {
+  it.each([
+    ['GET', 'maybe-sent', undefined, true],
+    ['PUT', 'status', undefined, true],
+    ['DELETE', 'maybe-sent', undefined, true],
+    ['POST', 'not-sent', undefined, true],
+    ['POST', 'maybe-sent', undefined, false],
+    ['PATCH', 'status', undefined, false],
+    ['POST', 'maybe-sent', true, true],
+    ['post', 'not-sent', false, true],
+  ] as const)('%s after %s (idempotent: %s) → %s', (method, failure, idempotent, expected) => {
+    expect(mayRetry(method, failure, idempotent)).toBe(expected);
+  });
+
+  it.each([
+    ['orders', true],
+    ['orders-v2', true],
+    ['localhost', false],
+    ['LOCALHOST', false],
+    ['example.com', false],
+    ['127.0.0.1', false],
+    ['[::1]', false],
+    ['-bad', false],
+  ])('isServiceHost(%s) → %s', (host, expected) => {
+    expect(isServiceHost(host)).toBe(expected);
+  });
+});

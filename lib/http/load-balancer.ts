@@ -1,0 +1,53 @@
+export const STRATEGIES = ['round-robin', 'random', 'least-request'] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+
+/**
+ * Picks one of `candidates` (a service's eligible instances, in a stable order). Round-robin keeps
+ * one cursor per service; least-request is the power of two choices on requests in flight.
+ */
+export class LoadBalancer {
+  private readonly cursors = new Map<string, number>();
+  private readonly inflight = new Map<string, number>();
+
+  constructor(
+    private readonly strategy: Strategy,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  pick<T extends { serviceId: string }>(service: string, candidates: readonly T[]): T | undefined {
+    const n = candidates.length;
+    if (n <= 1) return candidates[0];
+    switch (this.strategy) {
+      case 'random':
+        return candidates[Math.floor(this.random() * n)];
+      case 'least-request': {
+        const a = candidates[Math.floor(this.random() * n)];
+        let b = candidates[Math.floor(this.random() * (n - 1))];
+        if (b === a) b = candidates[n - 1];
+        return this.load(b.serviceId) < this.load(a.serviceId) ? b : a;
+      }
+      default: {
+        const cursor = this.cursors.get(service) ?? 0;
+        this.cursors.set(service, (cursor + 1) % Number.MAX_SAFE_INTEGER);
+        return candidates[cursor % n];
+      }
+    }
+  }
+
+  /** A request to `serviceId` started; call the returned function when it ends. */
+  started(serviceId: string): () => void {
+    this.inflight.set(serviceId, this.load(serviceId) + 1);
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const left = this.load(serviceId) - 1;
+      if (left > 0) this.inflight.set(serviceId, left);
+      else this.inflight.delete(serviceId);
+    };
+  }
+
+  load(serviceId: string): number {
+    return this.inflight.get(serviceId) ?? 0;
+  }
+}
