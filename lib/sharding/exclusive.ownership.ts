@@ -246,7 +246,9 @@ export class ExclusiveOwnership implements Ownership {
           if (attempt.acquired) {
             this.held.set(p, { lockIndex: attempt.lockIndex, modifyIndex: attempt.modifyIndex });
             // A lease that lapsed meanwhile is not revived: the next pass re-acquires.
+            // Nor does a lock granted after shutdown began start a handler (stop() releases it).
             if (
+              !this.abort.signal.aborted &&
               !this.lapsed &&
               this.leaseFresh() &&
               this.target.has(p) &&
