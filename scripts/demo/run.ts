@@ -39,6 +39,9 @@ const board = new ShardBoard(PARTITIONS);
 const LOCK_PREFIX = `athomic/sharding/${SERVICE}/`;
 /** Instances the demo crashed: still registered (critical) until the demo deregisters them. */
 const crashed: string[] = [];
+/** What a crash waits for in the instances' mode (orders.module.ts). */
+const crashBound =
+  process.env.DEMO_SHARD_MODE === 'cooperative' ? 'TTL 3 s + settle' : 'TTL 3 s + lock-delay 1 s';
 
 /** Everything the demo started, so that any failure can still stop it. */
 const started: {
@@ -300,7 +303,7 @@ async function main(): Promise<void> {
   printMoves(table, next);
 
   info(
-    `handoffs: SIGTERM ${leave} ms, SIGKILL ${failover} ms (TTL 3 s + lock-delay 1 s), ` +
+    `handoffs: SIGTERM ${leave} ms, SIGKILL ${failover} ms (${crashBound}), ` +
       `join ${join} ms (from ready)`,
   );
   const problems = await stopEverything();
