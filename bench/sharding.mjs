@@ -129,13 +129,17 @@ function tableTime({ partitions, n, runs, warmup }) {
   const options = { partitions, balanceFactor: 1 };
   for (let i = 0; i < warmup; i++) new ShardTable(sets[i % sets.length], options);
   collect();
-  const samples = new Float64Array(runs);
+  const wall = new Float64Array(runs);
+  const cpu = new Float64Array(runs);
   for (let i = 0; i < runs; i++) {
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     new ShardTable(sets[i % sets.length], options);
-    samples[i] = Number(process.hrtime.bigint() - t0);
+    wall[i] = Number(process.hrtime.bigint() - t0);
+    const used = process.cpuUsage(c0);
+    cpu[i] = (used.user + used.system) * 1_000;
   }
-  return summarize(samples);
+  return { wall: summarize(wall), cpu: summarize(cpu) };
 }
 
 export async function shardingSection({ agent, report }) {
@@ -170,17 +174,24 @@ export async function shardingSection({ agent, report }) {
   }
 
   for (const timing of TIMINGS) {
-    const stats = tableTime(timing);
-    results.tableTime[`P${timing.partitions}-n${timing.n}`] = stats;
+    const { wall, cpu } = tableTime(timing);
+    results.tableTime[`P${timing.partitions}-n${timing.n}`] = { wall, cpu };
+    const limit = timing.targetMs * 1e6;
     report.row({
       section,
       name: `table compute, P=${timing.partitions}, n=${timing.n} (after ${timing.warmup} warm-up)`,
       unit: 'ns',
-      stats,
-      target: {
-        text: `≤ ${timing.targetMs} ms`,
-        met: stats.p50 <= timing.targetMs * 1e6 && stats.p99 <= timing.targetMs * 1e6,
-      },
+      stats: wall,
+      target: { text: `p50 and p99 ≤ ${timing.targetMs} ms`, met: wall.p99 <= limit },
+    });
+    // CPU time of the process (µs resolution, all its threads): what the computation costs when
+    // the scheduler does not take the CPU away; wall time above includes that on a busy machine.
+    report.row({
+      section,
+      name: `  same, process CPU time per compute`,
+      unit: 'ns',
+      stats: cpu,
+      target: { text: `p50 and p99 ≤ ${timing.targetMs} ms`, met: cpu.p99 <= limit },
     });
   }
 
