@@ -20,9 +20,14 @@ export class DirectoryService {
   instancesOf(name: string): Promise<ServiceInstance[]> {
     return this.discovery.discover(name);
   }
+
+  /** Deregisters an instance that cannot do it itself (it crashed). */
+  forget(serviceId: string): Promise<boolean> {
+    return this.discovery.deregister(serviceId);
+  }
 }
 
-/** The fourth app: a discovery client only (it does not register itself). */
+/** The directory app: a discovery client only (it does not register itself). */
 @Module({
   imports: [
     ConfigModule.forRoot({ ignoreEnvFile: true }),

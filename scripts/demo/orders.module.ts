@@ -1,21 +1,79 @@
-import { Controller, Get, Module } from '@nestjs/common';
+import {
+  Controller,
+  Get,
+  Injectable,
+  Module,
+  Param,
+  type OnApplicationBootstrap,
+} from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
-import { DiscoveryModule, DiscoveryService, type DiscoveryModuleOptions } from '@athomic/discovery';
+import {
+  DiscoveryModule,
+  DiscoveryService,
+  ShardingService,
+  type DiscoveryModuleOptions,
+} from '@athomic/discovery';
 
-/** The example service's one endpoint: who am I (so the demo can call what it discovered). */
+/** The demo's keyspace: orders are split into this many partitions. */
+export const PARTITIONS = 32;
+
+/**
+ * The job the module exists for: each instance works on the partitions it owns, and only on
+ * them. A real worker would consume partition p's queue until `signal` aborts (the partition
+ * moved to another instance, or this one is shutting down); this one just waits for that.
+ */
+@Injectable()
+export class OrdersWorker implements OnApplicationBootstrap {
+  constructor(private readonly sharding: ShardingService) {}
+
+  onApplicationBootstrap(): void {
+    this.sharding.onPartition(
+      (_partition, { signal }) =>
+        new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve())),
+    );
+  }
+}
+
+/** Who am I, and who owns an order (so the demo can call what it discovered). */
 @Controller()
 export class OrdersController {
-  constructor(private readonly discovery: DiscoveryService) {}
+  constructor(
+    private readonly discovery: DiscoveryService,
+    private readonly sharding: ShardingService,
+  ) {}
 
   @Get()
-  whoami(): { serviceId: string; pid: number } {
-    return { serviceId: this.discovery.self.serviceId, pid: process.pid };
+  whoami(): { serviceId: string; pid: number; owned: number[] } {
+    return {
+      serviceId: this.discovery.self.serviceId,
+      pid: process.pid,
+      owned: this.sharding.owned(),
+    };
+  }
+
+  @Get('orders/:key/owner')
+  owner(@Param('key') key: string): {
+    key: string;
+    partition: number;
+    owner?: string;
+    mine: boolean;
+    token?: number;
+  } {
+    const partition = this.sharding.partitionOf(key);
+    return {
+      key,
+      partition,
+      owner: this.sharding.ownerOf(partition)?.serviceId,
+      mine: this.sharding.owns(partition),
+      token: this.sharding.token(partition),
+    };
   }
 }
 
 /**
- * The example service `orders`: registers itself in Consul on bootstrap (TTL check, heartbeat)
- * and deregisters on shutdown. Everything instance-specific comes from the environment
+ * The example service `orders`: registers itself in Consul on bootstrap (TTL check, heartbeat),
+ * shares the PARTITIONS partitions with the other passing instances (exclusive: a Consul lock
+ * per partition, with a fencing token), and on shutdown releases them, then deregisters. Everything instance-specific comes from the environment
  * through `ConfigService`, as a real service would do it.
  */
 @Module({
@@ -40,6 +98,15 @@ export class OrdersController {
             tags: ['demo', `zone-${config.getOrThrow<string>('ORDERS_ZONE')}`],
             meta: { instance, version: '1.0.0' },
           },
+          // A short TTL so that a crashed instance is noticed within seconds (heartbeat every 1 s).
+          healthCheck: { ttl: '3s', deregisterCriticalServiceAfter: '1m' },
+          sharding: {
+            partitions: PARTITIONS,
+            mode:
+              config.get<string>('DEMO_SHARD_MODE') === 'cooperative' ? 'cooperative' : 'exclusive',
+            // A crashed holder's locks are free again lockDelay after Consul notices (default 5s).
+            lock: { lockDelay: '1s' },
+          },
           // Fail the boot loudly instead of retrying in the background: a demo wants to know.
           retry: { failFast: true, maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 1000 },
         };
@@ -47,5 +114,6 @@ export class OrdersController {
     }),
   ],
   controllers: [OrdersController],
+  providers: [OrdersWorker],
 })
 export class OrdersModule {}

@@ -1,8 +1,11 @@
 /**
- * `npm run demo`: three instances of an example service register in Consul, a fourth app
- * discovers them, one instance is stopped with SIGTERM and disappears, then everything the
- * demo started is stopped again. Uses the agent at CONSUL_HTTP_ADDR when one answers, else
- * starts a throw-away dev agent on free loopback ports.
+ * `npm run demo`: three instances of an example service register in Consul and share 32
+ * partitions (exclusive mode: a Consul lock per partition, with fencing tokens); a directory app
+ * discovers them; one instance leaves with SIGTERM, one crashes (SIGKILL) and a fourth joins,
+ * and after each the live table shows who owns what, what moved and how long the handoff took.
+ * Then everything the demo started is stopped again. Uses the agent at CONSUL_HTTP_ADDR when one
+ * answers, else starts a throw-away dev agent on free loopback ports. DEMO_SHARD_MODE=cooperative
+ * runs the instances in cooperative mode instead.
  */
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
@@ -21,14 +24,24 @@ import { freePort } from '../../test/support/ports.harness.js';
 import { waitFor } from '../../test/support/wait-for.harness.js';
 import { leaderOf, targetFromEnv, waitForLeader, type ConsulTarget } from './support/agent.js';
 import { describeExit, InstanceProcess, type ReadyMessage } from './support/children.js';
-import { getJson } from './support/http.js';
+import { getJson, httpRequest } from './support/http.js';
 import { DemoLogger } from './support/logger.js';
 import { info, step, table, totalSeconds, warn } from './support/output.js';
 import { errorMessage, withDeadline } from './support/poll.js';
+import { ShardBoard, type Owners } from './support/shards.js';
+import { PARTITIONS } from './orders.module.js';
 
 const SERVICE = 'orders';
 const ZONES = ['a', 'b', 'c'];
 const logger = new DemoLogger((line) => info(`│ directory: ${line}`));
+const board = new ShardBoard(PARTITIONS);
+/** The lock keys of exclusive mode (`sharding.lock.prefix` default + the service name). */
+const LOCK_PREFIX = `athomic/sharding/${SERVICE}/`;
+/** Instances the demo crashed: still registered (critical) until the demo deregisters them. */
+const crashed: string[] = [];
+/** What a crash waits for in the instances' mode (orders.module.ts). */
+const crashBound =
+  process.env.DEMO_SHARD_MODE === 'cooperative' ? 'TTL 3 s + settle' : 'TTL 3 s + lock-delay 1 s';
 
 /** Everything the demo started, so that any failure can still stop it. */
 const started: {
@@ -90,6 +103,7 @@ async function startInstance(
       ORDERS_ZONE: ZONES[(n - 1) % ZONES.length],
     });
     started.instances.push(child);
+    board.follow(label, child);
     try {
       return { process: child, ready: await child.ready(30_000) };
     } catch (error) {
@@ -109,61 +123,39 @@ function printInstances(instances: ServiceInstance[]): void {
   );
 }
 
-async function main(): Promise<void> {
-  step('Consul');
-  const agent = await useOrStartAgent();
-  Object.assign(process.env, consulEnv(agent.target));
-
-  step(`Starting 3 instances of "${SERVICE}" (separate Node processes, Nest HTTP apps)`);
-  const instances = await Promise.all([1, 2, 3].map((n) => startInstance(n, agent.target)));
-  for (const { ready } of instances) {
-    info(`${ready.serviceId}: pid ${ready.pid}, listening on ${ready.address}:${ready.port}`);
-  }
-
-  step('Starting the directory app (DirectoryService injects DISCOVERY_PROVIDER)');
-  const app = await NestFactory.createApplicationContext(DirectoryModule, { logger });
-  started.app = app;
-  if (aborting) throw new Error('aborted');
-  const directory = app.get(DirectoryService);
-  const ids = instances.map((i) => i.ready.serviceId);
-
-  step(`discover('${SERVICE}')`);
-  const found = await waitFor(
-    async () => {
-      const list = await directory.instancesOf(SERVICE);
-      return ids.every((id) => list.some((i) => i.serviceId === id)) ? list : undefined;
-    },
-    { timeoutMs: 10_000, intervalMs: 50, message: `all of ${ids.join(', ')} to be discovered` },
+/**
+ * Waits (bounded) until the running instances' partitions cover all of them, spread over
+ * `alive`; prints what each instance reported meanwhile. Resolves with that moment (Date.now()).
+ */
+async function covered(alive: string[]): Promise<number> {
+  const at = await withDeadline(
+    `the table to cover all ${PARTITIONS} partitions on ${alive.join(', ')}`,
+    20_000,
+    board.covered(alive),
   );
-  printInstances(found);
-  const answers = await Promise.all(
-    found
-      .filter((i) => ids.includes(i.serviceId))
-      .map(async (i) => {
-        const body = (await getJson(`http://${i.address}:${i.port}/`, 2_000)) as {
-          serviceId?: string;
-        };
-        if (body.serviceId !== i.serviceId) {
-          throw new Error(
-            `${i.address}:${i.port} answered as ${body.serviceId}, not ${i.serviceId}`,
-          );
-        }
-        return i.serviceId;
-      }),
+  board.printLog();
+  return at;
+}
+
+function coverage(what: string, alive: string[], ms: number, since: string): void {
+  info(
+    `${what}: all ${PARTITIONS} partitions owned, each once, by ${alive.join(' + ')}, ` +
+      `${ms} ms after ${since}`,
   );
-  info(`each discovered address answers as itself: ${answers.join(', ')}`);
+}
 
-  const victim = instances[1];
-  const victimId = victim.ready.serviceId;
-  step(`Stopping ${victimId} (pid ${victim.ready.pid}) with SIGTERM`);
-  const t0 = Date.now();
-  const exit = await victim.process.stop(15_000);
-  info(`${victimId} exited (${describeExit(exit)}) ${Date.now() - t0} ms after SIGTERM`);
-  if (exit.code !== null && exit.code !== 0) {
-    throw new Error(`${victimId} exited with code ${exit.code}:\n${victim.process.output}`);
-  }
+function printMoves(before: Owners, after: Owners): void {
+  const moves = ShardBoard.moves(before, after);
+  info(`moved: ${moves.length > 0 ? moves.join('; ') : 'nothing'}`);
+}
 
-  step(`discover('${SERVICE}') again`);
+/** The demo's checks on what discover() says about an instance that just left with SIGTERM. */
+async function checkGone(
+  directory: DirectoryService,
+  target: ConsulTarget,
+  victimId: string,
+  others: string[],
+): Promise<void> {
   const first = await directory.instancesOf(SERVICE);
   let after = first;
   if (first.some((i) => i.serviceId === victimId)) {
@@ -177,24 +169,171 @@ async function main(): Promise<void> {
     );
   }
   printInstances(after);
-  const missing = ids.filter((id) => id !== victimId && !after.some((i) => i.serviceId === id));
+  const missing = others.filter((id) => !after.some((i) => i.serviceId === id));
   if (missing.length > 0)
     throw new Error(`still-running instances vanished: ${missing.join(', ')}`);
-  if (!agent.target.secure) {
-    const catalog = (await getJson(`${agent.target.url}/v1/catalog/service/${SERVICE}`, 2_000)) as {
+  if (!target.secure) {
+    const catalog = (await getJson(`${target.url}/v1/catalog/service/${SERVICE}`, 2_000)) as {
       ServiceID: string;
     }[];
-    const inCatalog = catalog.some((entry) => entry.ServiceID === victimId);
-    if (inCatalog) throw new Error(`${victimId} is still in Consul's catalog`);
+    if (catalog.some((entry) => entry.ServiceID === victimId)) {
+      throw new Error(`${victimId} is still in Consul's catalog`);
+    }
   }
   info(
     after === first
-      ? `${victimId} is gone: deregistered before its process exited, not just failing its check`
-      : `${victimId} is gone, but only after its process had exited`,
+      ? `${victimId} is gone from discover(): deregistered before its process exited`
+      : `${victimId} is gone from discover(), but only after its process had exited`,
+  );
+}
+
+async function main(): Promise<void> {
+  step('Consul');
+  const agent = await useOrStartAgent();
+  Object.assign(process.env, consulEnv(agent.target));
+
+  step(
+    `Starting 3 instances of "${SERVICE}" (separate Node processes, Nest HTTP apps) ` +
+      `sharing ${PARTITIONS} partitions`,
+  );
+  const forked = board.mark();
+  const instances = await Promise.all([1, 2, 3].map((n) => startInstance(n, agent.target)));
+  const allReady = Date.now();
+  for (const { ready } of instances) {
+    info(`${ready.serviceId}: pid ${ready.pid}, listening on ${ready.address}:${ready.port}`);
+  }
+  info(
+    `all 3 registered and listening ${allReady - forked} ms after the forks (log times below: since the forks)`,
+  );
+  const ids = instances.map((i) => i.ready.serviceId);
+  const [first, second, third] = ids;
+  coverage('start-up', ids, (await covered(ids)) - allReady, 'the last one was ready');
+  let table = board.printTable();
+
+  step('Starting the directory app (DirectoryService injects DISCOVERY_PROVIDER)');
+  const app = await NestFactory.createApplicationContext(DirectoryModule, { logger });
+  started.app = app;
+  if (aborting) throw new Error('aborted');
+  const directory = app.get(DirectoryService);
+
+  step(`discover('${SERVICE}')`);
+  const found = await waitFor(
+    async () => {
+      const list = await directory.instancesOf(SERVICE);
+      return ids.every((id) => list.some((i) => i.serviceId === id)) ? list : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 50, message: `all of ${ids.join(', ')} to be discovered` },
+  );
+  printInstances(found);
+  const mine = found.filter((i) => ids.includes(i.serviceId));
+  const answers = await Promise.all(
+    mine.map(async (i) => {
+      const body = (await getJson(`http://${i.address}:${i.port}/`, 2_000)) as {
+        serviceId?: string;
+      };
+      if (body.serviceId !== i.serviceId) {
+        throw new Error(`${i.address}:${i.port} answered as ${body.serviceId}, not ${i.serviceId}`);
+      }
+      return i.serviceId;
+    }),
+  );
+  info(`each discovered address answers as itself: ${answers.join(', ')}`);
+
+  const key = 'order-1001';
+  const asked = mine[0];
+  const view = (await getJson(
+    `http://${asked.address}:${asked.port}/orders/${key}/owner`,
+    2_000,
+  )) as { partition: number; owner?: string };
+  const owner = mine.find((i) => i.serviceId === view.owner);
+  if (!owner) throw new Error(`${asked.serviceId} names no running owner for ${key}`);
+  const ownView = (await getJson(
+    `http://${owner.address}:${owner.port}/orders/${key}/owner`,
+    2_000,
+  )) as { mine: boolean; token?: number };
+  if (!ownView.mine) throw new Error(`${owner.serviceId} does not own the partition of ${key}`);
+  info(
+    `${asked.serviceId}: partitionOf('${key}') = ${view.partition}, ownerOf → ${owner.serviceId}; ` +
+      `${owner.serviceId}: owns → true` +
+      (ownView.token !== undefined ? `, fencing token ${ownView.token}` : ''),
   );
 
+  const victim = instances[1];
+  step(`Stopping ${second} (pid ${victim.ready.pid}) with SIGTERM: a planned leave`);
+  const t0 = board.mark();
+  const exit = await victim.process.stop(15_000);
+  info(`${second} exited (${describeExit(exit)}) ${Date.now() - t0} ms after SIGTERM`);
+  if (exit.code !== null && exit.code !== 0) {
+    throw new Error(`${second} exited with code ${exit.code}:\n${victim.process.output}`);
+  }
+  const leave = (await covered([first, third])) - t0;
+  coverage(`SIGTERM ${second}`, [first, third], leave, 'the signal');
+  let next = board.printTable(table);
+  printMoves(table, next);
+  table = next;
+
+  step(`discover('${SERVICE}') again`);
+  await checkGone(directory, agent.target, second, [first, third]);
+
+  const crash = instances[2];
+  step(
+    `Killing ${third} (pid ${crash.ready.pid}) with SIGKILL: a crash, noticed after its 3 s TTL`,
+  );
+  const t1 = board.mark();
+  crashed.push(third);
+  await crash.process.kill();
+  const failover = (await covered([first])) - t1;
+  coverage(`SIGKILL ${third}`, [first], failover, 'the signal');
+  next = board.printTable(table);
+  printMoves(table, next);
+  table = next;
+
+  step(`Starting a fourth instance, ${SERVICE}-4: a join`);
+  const t2 = board.mark();
+  const fourth = await startInstance(4, agent.target);
+  const joined = Date.now();
+  info(
+    `${fourth.ready.serviceId}: pid ${fourth.ready.pid}, registered and listening ` +
+      `${joined - t2} ms after the fork (log times below: since the fork)`,
+  );
+  const pair = [first, fourth.ready.serviceId];
+  const join = (await covered(pair)) - joined;
+  coverage(`${fourth.ready.serviceId} joining`, pair, join, 'it was ready');
+  next = board.printTable(table);
+  printMoves(table, next);
+
+  info(
+    `handoffs: SIGTERM ${leave} ms, SIGKILL ${failover} ms (${crashBound}), ` +
+      `join ${join} ms (from ready)`,
+  );
   const problems = await stopEverything();
   if (problems.length > 0) throw new Error(`cleanup failed:\n  ${problems.join('\n  ')}`);
+}
+
+/**
+ * What a crash leaves in Consul: the killed instance stays registered (critical) until
+ * `deregisterCriticalServiceAfter`, and the lock keys stay (tokens must only grow while the
+ * keyspace lives). The demo's keyspace ends with the demo, so on an agent that outlives it
+ * (CONSUL_HTTP_ADDR) both are removed; a dev agent the demo started loses them anyway.
+ */
+async function forgetCrashed(problems: string[]): Promise<void> {
+  if (started.agent || !started.app) return;
+  const target = targetFromEnv(process.env);
+  const ids = crashed.splice(0);
+  const directory = started.app.get(DirectoryService);
+  for (const id of ids) {
+    if (!(await directory.forget(id))) problems.push(`could not deregister ${id}`);
+  }
+  try {
+    const { status } = await httpRequest(
+      'DELETE',
+      `${target.url}/v1/kv/${LOCK_PREFIX}?recurse=true`,
+      2_000,
+    );
+    if (status !== 200) problems.push(`deleting the lock keys: HTTP ${status}`);
+  } catch (error) {
+    problems.push(`deleting the lock keys: ${errorMessage(error)}`);
+  }
 }
 
 /** Stops what the demo started, in reverse order; collects failures instead of stopping early. */
@@ -214,6 +353,7 @@ async function stopEverything(): Promise<string[]> {
       }),
     );
   }
+  await forgetCrashed(problems);
   if (started.app) {
     step('Closing the directory app (app.close())');
     const app = started.app;

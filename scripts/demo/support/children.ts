@@ -14,6 +14,28 @@ export interface ReadyMessage {
   pid: number;
 }
 
+/** What an instance sends on every change of its owned partitions (ShardingService.assignments$). */
+export interface AssignmentMessage {
+  type: 'assignment';
+  serviceId: string;
+  owned: number[];
+  acquired: number[];
+  released: number[];
+  /** The serviceIds the instance computed its table from. */
+  members: string[];
+  version: number;
+  /** Exclusive mode: the fencing token of each owned partition. */
+  tokens: Record<number, number>;
+}
+
+export function isAssignmentMessage(message: unknown): message is AssignmentMessage {
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    (message as { type?: unknown }).type === 'assignment'
+  );
+}
+
 export interface ExitInfo {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -100,6 +122,13 @@ export class InstanceProcess {
       await withDeadline(`${this.label} to die after SIGKILL`, 5_000, this.exited);
       throw error;
     }
+  }
+
+  /** SIGKILL (a crash: no shutdown hook runs); resolves once the process is gone. */
+  async kill(): Promise<ExitInfo> {
+    this.stopping = true;
+    if (this.running) this.child.kill('SIGKILL');
+    return withDeadline(`${this.label} to die after SIGKILL`, 5_000, this.exited);
   }
 
   private pipe(stream: Readable | null): void {

@@ -7,13 +7,13 @@ export interface HttpAnswer {
 }
 
 /**
- * One GET without keep-alive (so the demo leaves no pooled sockets behind), bounded by
+ * One request without keep-alive (so the demo leaves no pooled sockets behind), bounded by
  * `timeoutMs`. Rejects on transport errors only; any HTTP status resolves.
  */
-export function httpGet(url: string, timeoutMs: number): Promise<HttpAnswer> {
+export function httpRequest(method: string, url: string, timeoutMs: number): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const client = url.startsWith('https:') ? https : http;
-    const req = client.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+    const req = client.request(url, { method, agent: false, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () =>
@@ -21,9 +21,16 @@ export function httpGet(url: string, timeoutMs: number): Promise<HttpAnswer> {
       );
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));
+    req.on('timeout', () =>
+      req.destroy(new Error(`${method} ${url}: no answer within ${timeoutMs} ms`)),
+    );
     req.on('error', reject);
+    req.end();
   });
+}
+
+export function httpGet(url: string, timeoutMs: number): Promise<HttpAnswer> {
+  return httpRequest('GET', url, timeoutMs);
 }
 
 /** GET that expects a 200 with a JSON body. */
