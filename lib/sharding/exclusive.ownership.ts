@@ -227,9 +227,12 @@ export class ExclusiveOwnership implements Ownership {
   }
 
   private async reconcileOnce(): Promise<void> {
-    for (const p of [...this.held.keys()]) {
-      if (!this.target.has(p) && !this.releasing.has(p)) this.release(p);
-    }
+    const released = ascending(this.held.keys()).filter(
+      (p) => !this.target.has(p) && !this.releasing.has(p),
+    );
+    const wereLive = released.filter((p) => this.live.delete(p));
+    if (wereLive.length > 0) this.changed([], wereLive);
+    for (const p of released) this.release(p);
     if (this.lapsed || !this.leaseFresh() || this.registration.state !== 'registered') return;
     const wanted = ascending(this.target).filter(
       (p) => !this.held.has(p) && !this.releasing.has(p),
@@ -278,9 +281,9 @@ export class ExclusiveOwnership implements Ownership {
   }
 
   /** Drains the handlers, then releases the lock (no lock-delay follows a release). */
+  /** Its handlers stopped counting already (`live`); the lock goes after they drained. */
   private release(partition: number): void {
     this.releasing.add(partition);
-    if (this.live.delete(partition)) this.changed([], [partition]);
     const session = this.session;
     const done = (async () => {
       await this.workers.release(partition, this.config.drainTimeoutMs);

@@ -1,11 +1,22 @@
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
 const utf8 = new TextEncoder();
+/** Reused for string keys (a key per message): encoding into it allocates nothing. */
+let scratch = new Uint8Array(256);
 
 /** MurmurHash3 x86 32-bit of `bytes` (a string is hashed as its UTF-8 bytes); unsigned. */
 export function murmur3(input: string | Uint8Array, seed = 0): number {
-  const bytes = typeof input === 'string' ? utf8.encode(input) : input;
-  const length = bytes.length;
+  let bytes: Uint8Array;
+  let length: number;
+  if (typeof input === 'string') {
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    if (scratch.length < input.length * 3) scratch = new Uint8Array(input.length * 3);
+    bytes = scratch;
+    length = utf8.encodeInto(input, scratch).written;
+  } else {
+    bytes = input;
+    length = input.length;
+  }
   const blocks = length & ~3;
   let h = seed | 0;
   for (let i = 0; i < blocks; i += 4) {
