@@ -7,6 +7,7 @@ import {
   discoverySettingsProvider,
 } from './discovery.providers.js';
 import { DiscoveryService } from './discovery.service.js';
+import { DiscoveryHttpClient } from './http/discovery-http.client.js';
 import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
 import { ConsulRegistrar } from './provider/consul.registrar.js';
 import { SelfRegistration } from './registration/self-registration.js';
@@ -23,6 +24,7 @@ import { WatchRegistry } from './watch/watch.registry.js';
     discoveryProvider,
     SelfRegistration,
     ShardingService,
+    DiscoveryHttpClient,
     DiscoveryService,
   ],
   exports: [
@@ -32,6 +34,7 @@ import { WatchRegistry } from './watch/watch.registry.js';
     ConsulDiscoveryProvider,
     DiscoveryService,
     ShardingService,
+    DiscoveryHttpClient,
   ],
 })
 export class DiscoveryModule extends ConfigurableDiscoveryModule {}

@@ -16,6 +16,7 @@ import type {
 import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
 import { SelfRegistration } from './registration/self-registration.js';
 import { ShardingService } from './sharding/sharding.service.js';
+import { DiscoveryHttpClient } from './http/discovery-http.client.js';
 import { withDeadline } from './resilience/with-deadline.js';
 import { DiscoverySettings } from './settings/discovery.settings.js';
 import { checkDiscoverQuery } from './protocol/service-discovery.arguments.js';
@@ -24,8 +25,8 @@ import { WatchRegistry } from './watch/watch.registry.js';
 
 /**
  * The public face of the module, and the order of its teardown: Nest runs one phase's hooks of
- * all providers in parallel, so this one provider sequences sharding, self-registration, watches
- * and the client, all within `shutdownTimeoutMs`.
+ * all providers in parallel, so this one provider sequences sharding, self-registration, the HTTP
+ * client's sockets, watches and the Consul client, all within `shutdownTimeoutMs`.
  */
 @Injectable()
 export class DiscoveryService
@@ -41,6 +42,7 @@ export class DiscoveryService
     private readonly watches: WatchRegistry,
     private readonly registration: SelfRegistration,
     private readonly sharding: ShardingService,
+    private readonly http: DiscoveryHttpClient,
   ) {}
 
   /** This instance's registration, as sent to Consul. */
@@ -108,11 +110,12 @@ export class DiscoveryService
     await this.registration.stop(deadline);
   }
 
-  /** The guarantee (the same teardown, awaited), then watches, then the client. */
+  /** The guarantee (the same teardown, awaited), then HTTP sockets, watches, the client. */
   async onApplicationShutdown(): Promise<void> {
     const deadline = this.deadline();
     await this.sharding.stop(deadline);
     await this.registration.stop(deadline);
+    await withDeadline(this.http.close(), deadline - Date.now());
     await withDeadline(this.watches.closeAll(), deadline - Date.now());
     this.client.close();
   }

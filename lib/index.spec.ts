@@ -13,12 +13,14 @@ describe('public API', () => {
         'DISCOVERY_PROVIDER',
         'DISCOVERY_SETTINGS',
         'DiscoveryError',
+        'DiscoveryHttpClient',
         'DiscoveryModule',
         'DiscoveryService',
         'DiscoverySettings',
         'DiscoverySettingsError',
         'DiscoveryTimeoutError',
         'DiscoveryUnavailableError',
+        'NoInstanceError',
         'ShardingService',
       ].sort(),
     );
@@ -30,6 +32,7 @@ describe('public API', () => {
       new api.DiscoverySettingsError([]),
       new api.DiscoveryUnavailableError('x'),
       new api.ConsulResponseError('x', 500, 'y'),
+      new api.NoInstanceError('orders'),
     ]) {
       expect(error).toBeInstanceOf(api.DiscoveryError);
       expect(error).toBeInstanceOf(Error);

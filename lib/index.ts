@@ -3,6 +3,7 @@ export { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discove
 export { DiscoveryModule } from './discovery.module.js';
 export type { DiscoveryModuleAsyncOptions } from './discovery.module-definition.js';
 export { DiscoveryService } from './discovery.service.js';
+export { DiscoveryHttpClient, type DiscoveryRequestInit } from './http/discovery-http.client.js';
 export {
   ShardingService,
   type PartitionHandler,
@@ -28,4 +29,5 @@ export {
   DiscoverySettingsError,
   DiscoveryTimeoutError,
   DiscoveryUnavailableError,
+  NoInstanceError,
 } from './errors/index.js';

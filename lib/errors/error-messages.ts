@@ -46,3 +46,12 @@ export const shardingOffMessage = (): string =>
 
 export const handlerMessage = (): string =>
   'handler must be a function (partition, { signal, token }) => Promise<void> | void';
+
+export const noInstanceMessage = (service: string): string =>
+  `No passing instance of "${service}" to call`;
+
+export const httpTimeoutMessage = (what: string, target: string, timeoutMs: number): string =>
+  `${what} of ${target} timed out after ${timeoutMs} ms (before response headers)`;
+
+export const shardKeyWithoutTableMessage = (service: string): string =>
+  `shardKey needs a sharded target: no passing instance of "${service}" publishes meta.shardPartitions`;

@@ -1,5 +1,4 @@
-export const STRATEGIES = ['round-robin', 'random', 'least-request'] as const;
-export type Strategy = (typeof STRATEGIES)[number];
+import type { HttpStrategy } from '../settings/discovery.settings.js';
 
 /**
  * Picks one of `candidates` (a service's eligible instances, in a stable order). Round-robin keeps
@@ -10,7 +9,7 @@ export class LoadBalancer {
   private readonly inflight = new Map<string, number>();
 
   constructor(
-    private readonly strategy: Strategy,
+    private readonly strategy: HttpStrategy,
     private readonly random: () => number = Math.random,
   ) {}
 

@@ -80,6 +80,17 @@ function checkCrossFieldRules(settings: DiscoverySettings, out: ViolationCollect
     out.add('consul.cert', 'consul.cert and consul.key must be given together');
   }
   checkShardingRules(settings, out);
+  const { outlier } = settings.http;
+  if (
+    Number.isInteger(outlier.baseEjectionMs) &&
+    Number.isInteger(outlier.maxEjectionMs) &&
+    outlier.maxEjectionMs < outlier.baseEjectionMs
+  ) {
+    out.add(
+      'http.outlier.maxEjectionMs',
+      'http.outlier.maxEjectionMs must not be smaller than http.outlier.baseEjectionMs',
+    );
+  }
 }
 
 function checkShardingRules(settings: DiscoverySettings, out: ViolationCollector): void {

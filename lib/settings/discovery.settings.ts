@@ -257,6 +257,101 @@ export class ShardingSettings {
   lock = new ShardingLockSettings();
 }
 
+export const HTTP_STRATEGIES = ['round-robin', 'random', 'least-request'] as const;
+export type HttpStrategy = (typeof HTTP_STRATEGIES)[number];
+
+export class HttpRetrySettings {
+  /** Each on an instance not tried yet. */
+  @IsInt()
+  @Min(0)
+  @Max(10)
+  maxRetries = 2;
+
+  /** Answers retried like a failed attempt (idempotent requests only). */
+  @IsArray()
+  @ArrayMaxSize(100)
+  @IsInt({ each: true })
+  @Min(100, { each: true })
+  @Max(599, { each: true })
+  statuses: number[] = [502, 503, 504];
+
+  /** Retries allowed: this percentage of the requests of the last 10 s … */
+  @IsNumber({ allowNaN: false, allowInfinity: false })
+  @Min(0)
+  @Max(100)
+  budgetPercent = 20;
+
+  /** … plus this many per second. */
+  @IsNumber({ allowNaN: false, allowInfinity: false })
+  @Min(0)
+  @Max(10_000)
+  minPerSecond = 10;
+
+  /** Request bodies up to this size are buffered so they can be sent again. */
+  @IsInt()
+  @Min(0)
+  @Max(104_857_600)
+  maxBufferedBodyBytes = 1_048_576;
+}
+
+export class HttpOutlierSettings {
+  @IsInt()
+  @Min(1)
+  @Max(1000)
+  consecutiveFailures = 5;
+
+  @IsInt()
+  @Min(1)
+  @Max(3_600_000)
+  baseEjectionMs = 30_000;
+
+  @IsInt()
+  @Min(1)
+  @Max(3_600_000)
+  maxEjectionMs = 300_000;
+
+  @IsNumber({ allowNaN: false, allowInfinity: false })
+  @Min(0)
+  @Max(100)
+  maxEjectionPercent = 50;
+}
+
+export class HttpTimeoutSettings {
+  @IsInt()
+  @Min(1)
+  @Max(600_000)
+  connectMs = 1_000;
+
+  /** One attempt, until its response headers. */
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(3_600_000)
+  attemptMs?: number;
+
+  /** The whole call, every attempt included, until the response headers. */
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(3_600_000)
+  deadlineMs?: number;
+}
+
+/** `DiscoveryHttpClient`: calling a service by name. */
+export class HttpSettings {
+  @IsIn(HTTP_STRATEGIES)
+  strategy: HttpStrategy = 'round-robin';
+
+  @Nested()
+  retry = new HttpRetrySettings();
+
+  @Nested()
+  outlier = new HttpOutlierSettings();
+
+  @Nested()
+  timeouts = new HttpTimeoutSettings();
+}
+
 /** The validated, defaulted settings every part of the module reads (`DISCOVERY_SETTINGS`). */
 export class DiscoverySettings {
   /** `false`: the hooks do nothing; the provider is still injectable. */
@@ -294,6 +389,9 @@ export class DiscoverySettings {
 
   @Nested()
   watch = new WatchSettings();
+
+  @Nested()
+  http = new HttpSettings();
 
   /** Partitions of the own service over its live membership; absent = off. */
   @OptionalNested(ShardingSettings)

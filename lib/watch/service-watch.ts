@@ -33,6 +33,7 @@ export class ServiceWatch {
   private current?: readonly ServiceInstance[];
   private updatedAt?: Date;
   private stale = false;
+  private lastFailure?: unknown;
   private refreshing?: Promise<void>;
   private refreshAgain = false;
   subscribers = 0;
@@ -94,8 +95,14 @@ export class ServiceWatch {
     return this.refreshing;
   }
 
+  /** Why the last refresh failed, while the set is stale or not known yet. */
+  get failure(): unknown {
+    return this.lastFailure;
+  }
+
   markStale(error: unknown): void {
     if (this.signal.aborted) return;
+    this.lastFailure = error;
     if (!this.stale) {
       this.logger.warn(`Watch of "${this.name}" serves its last known set: ${describe(error)}`);
     }
@@ -139,6 +146,7 @@ export class ServiceWatch {
     this.updatedAt = new Date();
     if (this.stale) this.logger.log(`Watch of "${this.name}" is fresh again`);
     this.stale = false;
+    this.lastFailure = undefined;
     if (this.current && sameInstances(this.current, instances)) return;
     this.current = freezeInstances(instances);
     this.changes.next(this.current);

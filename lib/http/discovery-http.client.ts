@@ -1,0 +1,114 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { Agent, Dispatcher, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
+import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
+import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
+import { DiscoverySettings } from '../settings/discovery.settings.js';
+import { murmur3 } from '../sharding/murmur3.js';
+import { shardInput } from '../sharding/shard-membership.js';
+import { ShardTable } from '../sharding/shard-table.js';
+import { WatchRegistry } from '../watch/watch.registry.js';
+import { checkCallOptions, checkRequestUrl } from './http.arguments.js';
+import { CALL_OPTIONS, discoveryInterceptor, type CallOptions } from './discovery.interceptor.js';
+import { LoadBalancer } from './load-balancer.js';
+import { OutlierEjection } from './outlier-ejection.js';
+import { RetryBudget } from './retry-budget.js';
+import { ServiceResolver } from './service-resolver.js';
+import { shardKeyWithoutTableMessage } from '../errors/error-messages.js';
+
+export interface DiscoveryRequestInit extends RequestInit {
+  /** The whole call, all attempts included, until the response headers. */
+  deadlineMs?: number;
+  /** Allow retries of POST/PATCH after the request may have been sent. */
+  idempotent?: boolean;
+  /** Route to the instance that owns partitionOf(shardKey) in the target's table. */
+  shardKey?: string;
+}
+
+/** A dispatcher that hands one call's options to the discovery interceptor. */
+class CallDispatcher extends Dispatcher {
+  constructor(
+    private readonly inner: Dispatcher,
+    private readonly options: CallOptions,
+  ) {
+    super();
+  }
+
+  override dispatch(
+    opts: Dispatcher.DispatchOptions,
+    handler: Dispatcher.DispatchHandler,
+  ): boolean {
+    return this.inner.dispatch({ ...opts, [CALL_OPTIONS]: this.options } as never, handler);
+  }
+}
+
+/**
+ * Calls a service by its name: `http://orders/api/x` goes to a passing instance of `orders`,
+ * load-balanced, with passive ejection and retries on another instance (README "Calling a
+ * service"). Never a global dispatcher, never a patched global.
+ */
+@Injectable()
+export class DiscoveryHttpClient {
+  /** An undici `Dispatcher` doing the same resolution, balancing, ejection and retries. */
+  readonly dispatcher: Dispatcher;
+  private readonly agent: Agent;
+  private readonly resolver: ServiceResolver;
+  private readonly balancer: LoadBalancer;
+  private readonly ejection: OutlierEjection;
+
+  constructor(@Inject(DISCOVERY_SETTINGS) settings: DiscoverySettings, watches: WatchRegistry) {
+    const { http, consul } = settings;
+    this.agent = new Agent({ connect: { timeout: http.timeouts.connectMs } });
+    this.resolver = new ServiceResolver(watches, consul.timeoutMs);
+    this.balancer = new LoadBalancer(http.strategy);
+    this.ejection = new OutlierEjection(http.outlier);
+    this.dispatcher = this.agent.compose(
+      discoveryInterceptor({
+        settings: http,
+        resolver: this.resolver,
+        balancer: this.balancer,
+        ejection: this.ejection,
+        budget: new RetryBudget(http.retry.budgetPercent, http.retry.minPerSecond),
+      }),
+    );
+  }
+
+  /** WHATWG fetch (undici's) through `dispatcher`; rejects before any I/O on bad arguments. */
+  async fetch(input: string | URL, init: DiscoveryRequestInit = {}): Promise<Response> {
+    checkRequestUrl(input);
+    const { deadlineMs, idempotent, shardKey, ...rest } = checkCallOptions(init);
+    const dispatcher =
+      deadlineMs === undefined && idempotent === undefined && shardKey === undefined
+        ? this.dispatcher
+        : new CallDispatcher(this.dispatcher, { deadlineMs, idempotent, shardKey });
+    return undiciFetch(input, { ...rest, dispatcher });
+  }
+
+  /**
+   * The pick alone, from memory, ejection included; a name not watched yet starts its watch and
+   * gives `undefined`.
+   */
+  choose(service: string, options: { shardKey?: string } = {}): ServiceInstance | undefined {
+    const known = this.resolver.known(service);
+    if (!known || known.length === 0) return undefined;
+    const eligible = this.ejection.eligible(known);
+    if (options.shardKey === undefined) return this.balancer.pick(service, eligible);
+    const input = shardInput(known);
+    if (!input) {
+      throw new DiscoverySettingsError(
+        [{ path: 'shardKey', reasons: [shardKeyWithoutTableMessage(service)] }],
+        'DiscoveryHttpClient arguments',
+      );
+    }
+    const table = new ShardTable(input.members, input.options);
+    const partition = murmur3(options.shardKey) % input.options.partitions;
+    const order = [table.ownerOf(partition), ...table.ranked(partition)];
+    return order.map((id) => eligible.find((i) => i.serviceId === id)).find(Boolean);
+  }
+
+  /** Shutdown, after deregistration: watches released, sockets closed. */
+  async close(): Promise<void> {
+    this.resolver.close();
+    await this.agent.destroy();
+  }
+}

@@ -1,0 +1,360 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { DecoratorHandler, type Dispatcher } from 'undici';
+import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
+import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
+import { httpTimeoutMessage, shardKeyWithoutTableMessage } from '../errors/error-messages.js';
+import { NoInstanceError } from '../errors/no-instance.error.js';
+import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
+import type { HttpSettings } from '../settings/discovery.settings.js';
+import { murmur3 } from '../sharding/murmur3.js';
+import { shardInput } from '../sharding/shard-membership.js';
+import { ShardTable } from '../sharding/shard-table.js';
+import type { LoadBalancer } from './load-balancer.js';
+import type { OutlierEjection } from './outlier-ejection.js';
+import { prepareBody } from './request-body.js';
+import type { RetryBudget } from './retry-budget.js';
+import { isServiceHost, mayRetry, type AttemptFailure } from './retry-policy.js';
+import type { ServiceResolver } from './service-resolver.js';
+
+/** Per-call options that ride along with the dispatch options (see `DiscoveryHttpClient.fetch`). */
+export const CALL_OPTIONS = Symbol('athomic.discovery.call');
+
+export interface CallOptions {
+  deadlineMs?: number;
+  idempotent?: boolean;
+  shardKey?: string;
+}
+
+export interface InterceptorParts {
+  settings: HttpSettings;
+  resolver: ServiceResolver;
+  balancer: LoadBalancer;
+  ejection: OutlierEjection;
+  budget: RetryBudget;
+}
+
+type DispatchOptions = Dispatcher.DispatchOptions & { [CALL_OPTIONS]?: CallOptions };
+type Handler = Dispatcher.DispatchHandler;
+type Controller = Dispatcher.DispatchController;
+
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT']);
+const MAYBE_SENT = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+]);
+
+/** Why an attempt failed, for the retry rules; `undefined` = not a failure worth a retry. */
+function failureOf(error: unknown): AttemptFailure | undefined {
+  const code = (error as { code?: string }).code ?? '';
+  if (NOT_SENT.has(code)) return 'not-sent';
+  if (MAYBE_SENT.has(code) || error instanceof AttemptTimeout) return 'maybe-sent';
+  return undefined;
+}
+
+class AttemptTimeout extends Error {
+  readonly code = 'ETIMEDOUT';
+}
+
+/** Thrown at an attempt we abandon ourselves (to retry elsewhere); never reaches the caller. */
+class Abandoned extends Error {}
+
+/**
+ * An undici interceptor: a request whose host is a service name goes to one of its passing
+ * instances (strategy, ejection), and a failed attempt is tried again on another instance when
+ * the retry rules, the body and the budget allow — only before response headers reached the
+ * caller. Everything else passes through untouched.
+ */
+export function discoveryInterceptor(
+  parts: InterceptorParts,
+): Dispatcher.DispatcherComposeInterceptor {
+  return (dispatch) => (opts: DispatchOptions, handler: Handler) => {
+    const origin = new URL(String(opts.origin));
+    if (!isServiceHost(origin.hostname)) return dispatch(opts, handler);
+    const call = new DiscoveryCall(parts, dispatch, opts, handler, origin);
+    void call.start();
+    return true;
+  };
+}
+
+/** One logical request and its attempts. */
+class DiscoveryCall {
+  private readonly service: string;
+  private readonly downstream: Handler;
+  private readonly tried = new Set<string>();
+  private readonly options: CallOptions;
+  private readonly controller: Controller;
+  private current?: Controller;
+  private body: DispatchOptions['body'];
+  private replayable = true;
+  private retries = 0;
+  private responded = false;
+  private finished = false;
+  private abortReason?: Error;
+  private deadline?: NodeJS.Timeout;
+  private candidates: readonly ServiceInstance[] = [];
+  private shardOrder?: string[];
+
+  constructor(
+    private readonly parts: InterceptorParts,
+    private readonly dispatch: Dispatcher.Dispatch,
+    private readonly opts: DispatchOptions,
+    handler: Handler,
+    private readonly origin: URL,
+  ) {
+    this.service = origin.hostname;
+    this.options = opts[CALL_OPTIONS] ?? {};
+    this.downstream = new DecoratorHandler(handler);
+    this.controller = callerController(this);
+  }
+
+  async start(): Promise<void> {
+    this.downstream.onRequestStart?.(this.controller, {});
+    const deadlineMs = this.options.deadlineMs ?? this.parts.settings.timeouts.deadlineMs;
+    if (deadlineMs !== undefined) {
+      this.deadline = setTimeout(() => {
+        const error = new DiscoveryTimeoutError(
+          `${this.opts.method} ${this.origin.href}`,
+          deadlineMs,
+          httpTimeoutMessage('The call', `${this.opts.method} ${this.origin.href}`, deadlineMs),
+        );
+        this.abort(error);
+      }, deadlineMs);
+      this.deadline.unref();
+    }
+    try {
+      this.parts.budget.request();
+      const prepared = await prepareBody(
+        this.opts.body,
+        this.parts.settings.retry.maxBufferedBodyBytes,
+      );
+      this.body = prepared.body as DispatchOptions['body'];
+      this.replayable = prepared.replayable;
+      this.candidates = await this.parts.resolver.instances(this.service);
+      if (this.options.shardKey !== undefined)
+        this.shardOrder = this.shardRoute(this.options.shardKey);
+    } catch (error) {
+      this.fail(error as Error);
+      return;
+    }
+    this.attempt();
+  }
+
+  private attempt(lastError?: Error): void {
+    if (this.abortReason) return this.fail(this.abortReason);
+    const instance = this.pick();
+    if (!instance) return this.fail(lastError ?? new NoInstanceError(this.service));
+    this.tried.add(instance.serviceId);
+    const ended = this.parts.balancer.started(instance.serviceId);
+    const handler = new AttemptHandler(this, instance, ended);
+    const host = instance.address.includes(':') ? `[${instance.address}]` : instance.address;
+    this.dispatch(
+      {
+        ...this.opts,
+        origin: `${this.origin.protocol}//${host}:${instance.port}`,
+        body: this.body,
+      },
+      handler,
+    );
+  }
+
+  /** The next instance: the shard's ranked order, or the strategy over the eligible ones. */
+  private pick(): ServiceInstance | undefined {
+    const passing = this.parts.resolver.known(this.service) ?? this.candidates;
+    const untried = passing.filter((i) => !this.tried.has(i.serviceId));
+    if (this.shardOrder) {
+      const eligible = this.parts.ejection.eligible(untried);
+      const id = this.shardOrder.find((s) => eligible.some((i) => i.serviceId === s));
+      return eligible.find((i) => i.serviceId === id);
+    }
+    return this.parts.balancer.pick(this.service, this.parts.ejection.eligible(untried));
+  }
+
+  /** The partition's owner in the target's table, then its next-ranked instances. */
+  private shardRoute(key: string): string[] {
+    const input = shardInput(this.candidates);
+    if (!input) {
+      throw new DiscoverySettingsError(
+        [{ path: 'shardKey', reasons: [shardKeyWithoutTableMessage(this.service)] }],
+        'DiscoveryHttpClient arguments',
+      );
+    }
+    const table = new ShardTable(input.members, input.options);
+    const partition = murmur3(key) % input.options.partitions;
+    const owner = table.ownerOf(partition);
+    return [owner!, ...table.ranked(partition).filter((id) => id !== owner)];
+  }
+
+  /** Another attempt on an untried instance, if the rules, the body and the budget allow. */
+  retryAfter(failure: AttemptFailure, error: Error): boolean {
+    if (this.responded || this.finished || this.abortReason) return false;
+    if (!this.replayable || this.retries >= this.parts.settings.retry.maxRetries) return false;
+    if (!mayRetry(this.opts.method, failure, this.options.idempotent)) return false;
+    if (!this.pick() || !this.parts.budget.tryRetry()) return false;
+    this.retries++;
+    this.attempt(error);
+    return true;
+  }
+
+  /** The caller aborted (its signal) or the deadline passed: no further attempt. */
+  abort(reason: Error): void {
+    this.abortReason ??= reason;
+    this.current?.abort(this.abortReason);
+    if (!this.current) this.fail(this.abortReason);
+  }
+
+  get abortedWith(): Error | undefined {
+    return this.abortReason;
+  }
+
+  get currentAttempt(): Controller | undefined {
+    return this.current;
+  }
+
+  setCurrent(controller: Controller): void {
+    this.current = controller;
+    if (this.abortReason) controller.abort(this.abortReason);
+  }
+
+  respond(statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+    this.responded = true;
+    clearTimeout(this.deadline);
+    this.downstream.onResponseStart?.(this.controller, statusCode, headers, statusMessage);
+  }
+
+  data(chunk: Buffer): void {
+    this.downstream.onResponseData?.(this.controller, chunk);
+  }
+
+  end(trailers: IncomingHttpHeaders): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.downstream.onResponseEnd?.(this.controller, trailers);
+  }
+
+  fail(error: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.deadline);
+    this.downstream.onResponseError?.(this.controller, this.abortReason ?? error);
+  }
+
+  get settings(): HttpSettings {
+    return this.parts.settings;
+  }
+
+  get ejection(): OutlierEjection {
+    return this.parts.ejection;
+  }
+
+  get passing(): readonly ServiceInstance[] {
+    return this.parts.resolver.known(this.service) ?? this.candidates;
+  }
+
+  get target(): string {
+    return `${this.opts.method} ${this.origin.href}`;
+  }
+}
+
+/** One attempt on one instance. */
+class AttemptHandler implements Handler {
+  private timer?: NodeJS.Timeout;
+  private abandoned = false;
+  private done = false;
+
+  constructor(
+    private readonly call: DiscoveryCall,
+    private readonly instance: ServiceInstance,
+    private readonly ended: () => void,
+  ) {}
+
+  onRequestStart(controller: Controller): void {
+    this.call.setCurrent(controller);
+    const attemptMs = this.call.settings.timeouts.attemptMs;
+    if (attemptMs !== undefined) {
+      this.timer = setTimeout(
+        () =>
+          controller.abort(
+            new AttemptTimeout(httpTimeoutMessage('An attempt', this.call.target, attemptMs)),
+          ),
+        attemptMs,
+      );
+      this.timer.unref();
+    }
+  }
+
+  onResponseStart(
+    controller: Controller,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+    statusMessage?: string,
+  ): void {
+    clearTimeout(this.timer);
+    const { statuses } = this.call.settings.retry;
+    if (statuses.includes(statusCode)) {
+      this.call.ejection.failed(this.instance.serviceId, this.call.passing);
+      const error = new Error(`${this.call.target} answered ${statusCode}`);
+      if (this.call.retryAfter('status', error)) {
+        this.abandoned = true;
+        this.finish();
+        controller.abort(new Abandoned());
+        return;
+      }
+    } else {
+      this.call.ejection.succeeded(this.instance.serviceId);
+    }
+    this.call.respond(statusCode, headers, statusMessage);
+  }
+
+  onResponseData(_controller: Controller, chunk: Buffer): void {
+    if (!this.abandoned) this.call.data(chunk);
+  }
+
+  onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
+    this.finish();
+    if (!this.abandoned) this.call.end(trailers);
+  }
+
+  onResponseError(_controller: Controller, error: Error): void {
+    this.finish();
+    if (this.abandoned) return;
+    const failure = failureOf(error);
+    if (failure) this.call.ejection.failed(this.instance.serviceId, this.call.passing);
+    if (failure && this.call.retryAfter(failure, error)) return;
+    this.call.fail(error);
+  }
+
+  private finish(): void {
+    clearTimeout(this.timer);
+    if (this.done) return;
+    this.done = true;
+    this.ended();
+  }
+}
+
+/** The caller's view of the request: one controller, stable across attempts. */
+function callerController(call: DiscoveryCall): Controller {
+  return {
+    get aborted() {
+      return call.abortedWith !== undefined;
+    },
+    get paused() {
+      return call.currentAttempt?.paused ?? false;
+    },
+    get reason() {
+      return call.abortedWith ?? null;
+    },
+    abort(reason?: Error) {
+      call.abort(reason ?? new Error('The request was aborted'));
+    },
+    pause() {
+      call.currentAttempt?.pause();
+    },
+    resume() {
+      call.currentAttempt?.resume();
+    },
+  };
+}

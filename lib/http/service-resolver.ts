@@ -1,0 +1,62 @@
+import { firstValueFrom, map, race, timer } from 'rxjs';
+import { NoInstanceError } from '../errors/no-instance.error.js';
+import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
+import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
+import type { ServiceWatch } from '../watch/service-watch.js';
+import type { WatchRegistry } from '../watch/watch.registry.js';
+
+/**
+ * Service name → its passing instances, from a watch the first call starts and keeps until
+ * `close()`: the first request for a name waits for its first set (bounded by `timeoutMs`), every
+ * later one is answered from memory.
+ */
+export class ServiceResolver {
+  private readonly watches = new Map<string, ServiceWatch>();
+
+  constructor(
+    private readonly registry: WatchRegistry,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** The passing set now; `undefined` until the watch (started here if need be) has one. */
+  known(service: string): readonly ServiceInstance[] | undefined {
+    return this.watch(service).snapshot;
+  }
+
+  /**
+   * The passing set, waiting for the first one if need be. Rejects with `NoInstanceError` when
+   * it is empty, and with the watch's cause when no set arrived within `timeoutMs`.
+   */
+  async instances(service: string): Promise<readonly ServiceInstance[]> {
+    const watch = this.watch(service);
+    const instances =
+      watch.snapshot ??
+      (await firstValueFrom(
+        race(
+          watch.instances$,
+          timer(this.timeoutMs).pipe(map((): readonly ServiceInstance[] | undefined => undefined)),
+        ),
+      ));
+    if (!instances) {
+      throw watch.failure instanceof Error
+        ? watch.failure
+        : new DiscoveryTimeoutError(`health.service ${service}`, this.timeoutMs);
+    }
+    if (instances.length === 0) throw new NoInstanceError(service);
+    return instances;
+  }
+
+  close(): void {
+    for (const watch of this.watches.values()) this.registry.release(watch);
+    this.watches.clear();
+  }
+
+  private watch(service: string): ServiceWatch {
+    let watch = this.watches.get(service);
+    if (!watch) {
+      watch = this.registry.acquire(service, {});
+      this.watches.set(service, watch);
+    }
+    return watch;
+  }
+}

@@ -1,0 +1,180 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  DiscoveryHttpClient,
+  DiscoverySettingsError,
+  NoInstanceError,
+  type DiscoveryModuleOptions,
+} from '../lib/index.js';
+import { startConsulAgent, stopAllAgents, TestApps, type ConsulAgent } from './support/index.js';
+
+// DiscoveryHttpClient against a real agent and real HTTP servers (in this process; the fault
+// scenarios with separate processes are for the HTTP reliability suite).
+
+interface Backend {
+  id: string;
+  server: Server;
+  port: number;
+  /** Bodies of the requests it received, in order. */
+  received: string[];
+  /** Answer with this status instead of 200 (e.g. 503). */
+  status: number;
+}
+
+async function startBackend(id: string): Promise<Backend> {
+  const backend: Backend = { id, server: createServer(), port: 0, received: [], status: 200 };
+  backend.server.on('request', (req: IncomingMessage, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      backend.received.push(`${req.method} ${req.url} ${Buffer.concat(chunks).toString()}`);
+      res.writeHead(backend.status, { 'content-type': 'text/plain' });
+      res.end(id);
+    });
+  });
+  await new Promise<void>((resolve) => backend.server.listen(0, '127.0.0.1', resolve));
+  backend.port = (backend.server.address() as AddressInfo).port;
+  return backend;
+}
+
+describe('DiscoveryHttpClient', () => {
+  const apps = new TestApps();
+  let agent: ConsulAgent;
+  const backends: Backend[] = [];
+
+  const options = (extra: Partial<DiscoveryModuleOptions> = {}): DiscoveryModuleOptions => ({
+    autoRegister: false,
+    consul: { host: '127.0.0.1', port: agent.httpPort, timeoutMs: 2_000 },
+    shutdownTimeoutMs: 2_000,
+    ...extra,
+  });
+
+  async function register(name: string, backend: Backend, meta: Record<string, string> = {}) {
+    await agent.api().registerService({
+      Name: name,
+      ID: backend.id,
+      Address: '127.0.0.1',
+      Port: backend.port,
+      Meta: meta,
+      Check: { TTL: '30s', Status: 'passing' },
+    });
+  }
+
+  beforeAll(async () => {
+    agent = await startConsulAgent();
+    for (const id of ['echo-1', 'echo-2', 'echo-3']) {
+      const backend = await startBackend(id);
+      backends.push(backend);
+      await register('echo', backend);
+    }
+  });
+  afterEach(async () => {
+    await apps.closeAll();
+    for (const b of backends) {
+      b.status = 200;
+      b.received.length = 0;
+    }
+  });
+  afterAll(async () => {
+    await Promise.all(backends.map((b) => new Promise((r) => b.server.close(r))));
+    await stopAllAgents();
+  });
+
+  it('round-robin spreads sequential GETs evenly over the passing instances', async () => {
+    const app = await apps.create(options());
+    const http = app.get(DiscoveryHttpClient);
+    const answers = new Map<string, number>();
+    for (let i = 0; i < 300; i++) {
+      const response = await http.fetch('http://echo/whoami');
+      const who = await response.text();
+      answers.set(who, (answers.get(who) ?? 0) + 1);
+    }
+    expect([...answers.values()].sort()).toEqual([100, 100, 100]);
+  });
+
+  it('retries an idempotent request on another instance after a 503, never a POST', async () => {
+    const app = await apps.create(options());
+    const http = app.get(DiscoveryHttpClient);
+    backends[0].status = 503;
+    for (let i = 0; i < 30; i++) {
+      const response = await http.fetch('http://echo/get');
+      expect(response.status).toBe(200);
+      expect(await response.text()).not.toBe('echo-1');
+    }
+    // A fresh client (no ejection yet): round-robin sends one of three POSTs to echo-1, whose
+    // 503 reaches the caller — the instance may have acted on it.
+    const fresh = (await apps.create(options())).get(DiscoveryHttpClient);
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const response = await fresh.fetch('http://echo/post', {
+        method: 'POST',
+        body: `order-${i}`,
+      });
+      statuses.push(response.status);
+    }
+    expect(statuses.filter((s) => s === 503)).toHaveLength(1);
+    const bodies = backends.flatMap((b) => b.received.filter((r) => r.startsWith('POST')));
+    expect(bodies.sort()).toEqual([
+      'POST /post order-0',
+      'POST /post order-1',
+      'POST /post order-2',
+    ]);
+  });
+
+  it('passes other URLs through untouched and names a service with no instance', async () => {
+    const app = await apps.create(options());
+    const http = app.get(DiscoveryHttpClient);
+    const direct = await http.fetch(`http://127.0.0.1:${backends[1].port}/direct`);
+    expect(await direct.text()).toBe('echo-2');
+    const error: unknown = await http.fetch('http://nobody/x').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((error as Error & { cause?: unknown }).cause ?? error).toBeInstanceOf(NoInstanceError);
+  });
+
+  it('rejects bad arguments before any I/O, naming them', async () => {
+    const app = await apps.create(options());
+    const http = app.get(DiscoveryHttpClient);
+    for (const [call, path] of [
+      [() => http.fetch('not a url'), 'url'],
+      [() => http.fetch('ftp://echo/x'), 'url'],
+      [() => http.fetch('http://echo/x', { deadlineMs: -5 }), 'deadlineMs'],
+      [() => http.fetch('http://echo/x', { shardKey: 7 as unknown as string }), 'shardKey'],
+    ] as const) {
+      const error: unknown = await call().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(DiscoverySettingsError);
+      expect((error as DiscoverySettingsError).paths).toEqual([path]);
+    }
+    expect(backends.every((b) => b.received.length === 0)).toBe(true);
+  });
+
+  it('an unknown strategy is a settings error naming http.strategy', async () => {
+    const error: unknown = await apps
+      .create(options({ http: { strategy: 'fastest' as 'random' } }))
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(error).toBeInstanceOf(DiscoverySettingsError);
+    expect((error as DiscoverySettingsError).paths).toEqual(['http.strategy']);
+  });
+
+  it('choose() picks from memory; a name not watched yet starts its watch and gives undefined', async () => {
+    const app = await apps.create(options());
+    const http = app.get(DiscoveryHttpClient);
+    expect(http.choose('echo')).toBeUndefined();
+    const picked = await new Promise<string | undefined>((resolve) => {
+      const poll = (): void => {
+        const instance = http.choose('echo');
+        if (instance) resolve(instance.serviceId);
+        else setTimeout(poll, 10);
+      };
+      poll();
+    });
+    expect(['echo-1', 'echo-2', 'echo-3']).toContain(picked);
+  });
+});
