@@ -1,5 +1,4 @@
 export * from './toolkit.js';
-export * from './child-app.harness.js';
 export * from './discovery-apps.harness.js';
 export * from './persisted-checks.harness.js';
 export * from './reliability-report.harness.js';
