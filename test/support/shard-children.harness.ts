@@ -69,6 +69,11 @@ export function lastAssignment(child: ShardChild): Assignment | undefined {
   return child.app.last('assignment') as unknown as Assignment | undefined;
 }
 
+/** The owner of every partition in the table last in force on the child (`null`: none). */
+export function lastTable(child: ShardChild): (string | null)[] | undefined {
+  return child.app.last('table')?.owners as (string | null)[] | undefined;
+}
+
 export interface Coverage {
   /** Every partition owned by exactly one of the children. */
   complete: boolean;
