@@ -36,6 +36,11 @@ export class ExclusiveOwnership implements Ownership {
   private session?: string;
   /** Locks this session holds, as far as Consul last told. */
   private readonly held = new Map<number, { lockIndex: number; modifyIndex: number }>();
+  /**
+   * Locks dropped from `held` by a lapse that the session may still hold in Consul (a local
+   * lapse, e.g. a late heartbeat, leaves the session valid): released unless re-acquired.
+   */
+  private readonly orphans = new Set<number>();
   /** Held, handlers started, and not dropped by a lapse since. */
   private readonly live = new Set<number>();
   private readonly releasing = new Set<number>();
@@ -133,7 +138,9 @@ export class ExclusiveOwnership implements Ownership {
     if (!session) return;
     await withDeadline(
       Promise.allSettled(
-        [...this.held.keys()].map((p) => this.client.unlock(this.key(p), session)),
+        [...new Set([...this.held.keys(), ...this.orphans])].map((p) =>
+          this.client.unlock(this.key(p), session),
+        ),
       ),
       deadline - Date.now(),
     );
@@ -171,6 +178,7 @@ export class ExclusiveOwnership implements Ownership {
     if (this.leaseFresh() || this.abort.signal.aborted) return;
     this.lapsed = true;
     const dropped = this.drop();
+    for (const p of this.held.keys()) this.orphans.add(p);
     this.held.clear();
     if (dropped.length > 0) {
       this.logger.warn(
@@ -230,6 +238,9 @@ export class ExclusiveOwnership implements Ownership {
     for (const p of [...this.held.keys()]) {
       if (!this.target.has(p) && !this.releasing.has(p)) this.release(p);
     }
+    for (const p of [...this.orphans]) {
+      if (!this.target.has(p) && !this.releasing.has(p) && !this.held.has(p)) this.release(p);
+    }
     if (this.lapsed || !this.leaseFresh() || this.registration.state !== 'registered') return;
     const wanted = ascending(this.target).filter(
       (p) => !this.held.has(p) && !this.releasing.has(p),
@@ -244,6 +255,7 @@ export class ExclusiveOwnership implements Ownership {
         try {
           const attempt = await this.client.lock(this.key(p), session, this.serviceId);
           if (attempt.acquired) {
+            this.orphans.delete(p);
             this.held.set(p, { lockIndex: attempt.lockIndex, modifyIndex: attempt.modifyIndex });
             // A lease that lapsed meanwhile is not revived: the next pass re-acquires.
             if (
@@ -283,7 +295,7 @@ export class ExclusiveOwnership implements Ownership {
     const done = (async () => {
       await this.workers.release(partition, this.config.drainTimeoutMs);
       try {
-        if (session && this.held.get(partition) !== undefined) {
+        if (session && (this.held.has(partition) || this.orphans.has(partition))) {
           await this.client.unlock(this.key(partition), session);
         }
       } catch (error) {
@@ -292,6 +304,7 @@ export class ExclusiveOwnership implements Ownership {
         }
       } finally {
         this.held.delete(partition);
+        this.orphans.delete(partition);
         this.releasing.delete(partition);
       }
       this.reconcile();
@@ -309,6 +322,7 @@ export class ExclusiveOwnership implements Ownership {
       });
       // Locks of an older session are gone with it.
       this.held.clear();
+      this.orphans.clear();
       return this.session;
     } catch (error) {
       if (!this.abort.signal.aborted) {
