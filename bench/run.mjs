@@ -10,6 +10,7 @@ import { benchApi } from './apps.mjs';
 import { latencySection } from './latency.mjs';
 import { propagationSection } from './propagation.mjs';
 import { scaleSection } from './scale.mjs';
+import { shardingFailoverSection } from './sharding-failover.mjs';
 import { formatNs, formatRatio, renderTable } from './stats.mjs';
 import { startConsulAgent } from '../.tmp/toolkit/toolkit.js';
 
@@ -105,6 +106,7 @@ async function main() {
     ['propagation', propagationSection],
     ['bootstrap', bootstrapSection],
     ['scale', scaleSection],
+    ['shardingFailover', shardingFailoverSection],
   ];
   let failed = false;
   for (const [key, run] of sections) {
