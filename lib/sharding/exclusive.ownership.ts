@@ -54,6 +54,8 @@ export class ExclusiveOwnership implements Ownership {
   private readonly abort = new AbortController();
   private prefixLoop: Promise<void> = Promise.resolve();
   private prefixFailing = false;
+  /** The last answer's index on the prefix; one lower means Consul's state was reset. */
+  private prefixIndex = 0;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(
@@ -198,6 +200,10 @@ export class ExclusiveOwnership implements Ownership {
 
   /** `index`: the answer's `X-Consul-Index`; a lock taken after it is not in the answer yet. */
   private onKeys(entries: LockEntry[], index: number): void {
+    // The index went backwards (a restarted agent lost its state): every lock we recorded
+    // carries an index from before, so compare them all with this answer.
+    if (index < this.prefixIndex) for (const lock of this.held.values()) lock.modifyIndex = 0;
+    this.prefixIndex = index;
     const holders = new Map<number, string | undefined>();
     for (const entry of entries) {
       const partition = Number(entry.key.slice(this.keyPrefix.length));
