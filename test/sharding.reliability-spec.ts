@@ -202,8 +202,27 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
       await agent.restart();
       const upAt = Date.now();
       restarts.push({ killedAt, upAt });
-      const afterRestart = await settle(live, CRASH_BOUND_MS, `round ${round} agent restart`);
-      record(round, 'agent restart', killedAt, afterRestart.at, CRASH_BOUND_MS);
+      // Coverage back = every partition owned again through the restarted agent (a run begun
+      // after it came up), on the table of the live members.
+      const reowned = await waitFor(
+        () => {
+          const firsts = Array.from({ length: PARTITIONS }, (_, p) =>
+            live
+              .flatMap((c) => c.app.all('owning'))
+              .find((e) => e.p === p && (e.from as number) > upAt),
+          );
+          return firsts.every(Boolean)
+            ? Math.max(...firsts.map((e) => e!.from as number))
+            : undefined;
+        },
+        {
+          timeoutMs: CRASH_BOUND_MS + 20_000,
+          intervalMs: 10,
+          message: `round ${round}: re-owned after the agent restart`,
+        },
+      );
+      await settle(live, CRASH_BOUND_MS, `round ${round} agent restart`);
+      record(round, 'agent restart', killedAt, reowned, CRASH_BOUND_MS);
 
       // Back to 5 for the next round.
       while (live.length < 5) {
