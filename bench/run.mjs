@@ -11,6 +11,7 @@ import { latencySection } from './latency.mjs';
 import { propagationSection } from './propagation.mjs';
 import { scaleSection } from './scale.mjs';
 import { shardingSection } from './sharding.mjs';
+import { shardingFailoverSection } from './sharding-failover.mjs';
 import { formatNs, formatRatio, renderTable } from './stats.mjs';
 import { startConsulAgent } from '../.tmp/toolkit/toolkit.js';
 
@@ -107,6 +108,7 @@ async function main() {
     ['bootstrap', bootstrapSection],
     ['scale', scaleSection],
     ['sharding', shardingSection],
+    ['shardingFailover', shardingFailoverSection],
   ];
   let failed = false;
   for (const [key, run] of sections) {

@@ -36,6 +36,11 @@ export class ExclusiveOwnership implements Ownership {
   private session?: string;
   /** Locks this session holds, as far as Consul last told. */
   private readonly held = new Map<number, { lockIndex: number; modifyIndex: number }>();
+  /**
+   * Locks dropped from `held` by a lapse that the session may still hold in Consul (a local
+   * lapse, e.g. a late heartbeat, leaves the session valid): released unless re-acquired.
+   */
+  private readonly orphans = new Set<number>();
   /** Held, handlers started, and not dropped by a lapse since. */
   private readonly live = new Set<number>();
   private readonly releasing = new Set<number>();
@@ -49,6 +54,8 @@ export class ExclusiveOwnership implements Ownership {
   private readonly abort = new AbortController();
   private prefixLoop: Promise<void> = Promise.resolve();
   private prefixFailing = false;
+  /** The last answer's index on the prefix; one lower means Consul's state was reset. */
+  private prefixIndex = 0;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(
@@ -133,7 +140,9 @@ export class ExclusiveOwnership implements Ownership {
     if (!session) return;
     await withDeadline(
       Promise.allSettled(
-        [...this.held.keys()].map((p) => this.client.unlock(this.key(p), session)),
+        [...new Set([...this.held.keys(), ...this.orphans])].map((p) =>
+          this.client.unlock(this.key(p), session),
+        ),
       ),
       deadline - Date.now(),
     );
@@ -171,6 +180,7 @@ export class ExclusiveOwnership implements Ownership {
     if (this.leaseFresh() || this.abort.signal.aborted) return;
     this.lapsed = true;
     const dropped = this.drop();
+    for (const p of this.held.keys()) this.orphans.add(p);
     this.held.clear();
     if (dropped.length > 0) {
       this.logger.warn(
@@ -190,6 +200,10 @@ export class ExclusiveOwnership implements Ownership {
 
   /** `index`: the answer's `X-Consul-Index`; a lock taken after it is not in the answer yet. */
   private onKeys(entries: LockEntry[], index: number): void {
+    // The index went backwards (a restarted agent lost its state): every lock we recorded
+    // carries an index from before, so compare them all with this answer.
+    if (index < this.prefixIndex) for (const lock of this.held.values()) lock.modifyIndex = 0;
+    this.prefixIndex = index;
     const holders = new Map<number, string | undefined>();
     for (const entry of entries) {
       const partition = Number(entry.key.slice(this.keyPrefix.length));
@@ -233,6 +247,9 @@ export class ExclusiveOwnership implements Ownership {
     const wereLive = released.filter((p) => this.live.delete(p));
     if (wereLive.length > 0) this.changed([], wereLive);
     for (const p of released) this.release(p);
+    for (const p of [...this.orphans]) {
+      if (!this.target.has(p) && !this.releasing.has(p) && !this.held.has(p)) this.release(p);
+    }
     if (this.lapsed || !this.leaseFresh() || this.registration.state !== 'registered') return;
     const wanted = ascending(this.target).filter(
       (p) => !this.held.has(p) && !this.releasing.has(p),
@@ -247,6 +264,7 @@ export class ExclusiveOwnership implements Ownership {
         try {
           const attempt = await this.client.lock(this.key(p), session, this.serviceId);
           if (attempt.acquired) {
+            this.orphans.delete(p);
             this.held.set(p, { lockIndex: attempt.lockIndex, modifyIndex: attempt.modifyIndex });
             // A lease that lapsed meanwhile is not revived: the next pass re-acquires.
             // Nor does a lock granted after shutdown began start a handler (stop() releases it).
@@ -280,15 +298,17 @@ export class ExclusiveOwnership implements Ownership {
     if (retryMs !== undefined) this.retryIn(retryMs);
   }
 
-  /** Drains the handlers, then releases the lock (no lock-delay follows a release). */
-  /** Its handlers stopped counting already (`live`); the lock goes after they drained. */
+  /**
+   * Drains the handlers, then releases the lock (no lock-delay follows a release); the
+   * partition stopped counting as owned already (`live`).
+   */
   private release(partition: number): void {
     this.releasing.add(partition);
     const session = this.session;
     const done = (async () => {
       await this.workers.release(partition, this.config.drainTimeoutMs);
       try {
-        if (session && this.held.get(partition) !== undefined) {
+        if (session && (this.held.has(partition) || this.orphans.has(partition))) {
           await this.client.unlock(this.key(partition), session);
         }
       } catch (error) {
@@ -297,6 +317,7 @@ export class ExclusiveOwnership implements Ownership {
         }
       } finally {
         this.held.delete(partition);
+        this.orphans.delete(partition);
         this.releasing.delete(partition);
       }
       this.reconcile();
@@ -314,6 +335,7 @@ export class ExclusiveOwnership implements Ownership {
       });
       // Locks of an older session are gone with it.
       this.held.clear();
+      this.orphans.clear();
       return this.session;
     } catch (error) {
       if (!this.abort.signal.aborted) {

@@ -1,12 +1,20 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { repoRoot } from './consul-agent.harness.js';
 import { waitFor } from './wait-for.harness.js';
 
-/** The fixture: a Nest app context on the BUILT library (`dist/`); its header has the protocol. */
-export const CHILD_APP_FIXTURE = fileURLToPath(
-  new URL('./fixtures/child-app.mjs', import.meta.url),
+/**
+ * The fixture: a Nest app context on the BUILT library (`dist/`); its header has the protocol.
+ * Found from the repository root, as this file also runs compiled from .tmp/toolkit (bench).
+ */
+export const CHILD_APP_FIXTURE = path.join(
+  repoRoot(),
+  'test',
+  'support',
+  'fixtures',
+  'child-app.mjs',
 );
 
 /** What the fixture prints on stdout, one JSON object per line. */
@@ -33,6 +41,17 @@ export interface ChildAppOptions {
   options: object;
   /** Hard cap on the child's life; an unref'd timer SIGKILLs it after this (default 60 s). */
   maxLifeMs?: number;
+  /** With `options.sharding`: the partition handler's tuning (CHILD_APP_SHARD, see the fixture). */
+  shard?: ShardTuning;
+}
+
+export interface ShardTuning {
+  /** Write to the fixture's fenced store while owns(p) (default false). */
+  fencedWriter?: boolean;
+  /** Between two writes of one partition (default 50). */
+  writeEveryMs?: number;
+  /** Between two owns(p) checks (default 10). */
+  pollMs?: number;
 }
 
 export interface ChildApp {
@@ -46,6 +65,10 @@ export interface ChildApp {
   output(): string;
   /** Resolves with the first event named `name` (bounded); rejects if the child exits first. */
   next(name: string, timeoutMs?: number): Promise<ChildEvent>;
+  /** Every event named `name` so far, in order. */
+  all(name: string): ChildEvent[];
+  /** The last event named `name` so far. */
+  last(name: string): ChildEvent | undefined;
   /** Date.now() in this process when the event named `name` arrived, if it did. */
   receivedAt(name: string): number | undefined;
   kill(signal: NodeJS.Signals): void;
@@ -63,8 +86,9 @@ export function startChildApp({
   mode = 'signal',
   options,
   maxLifeMs = 60_000,
+  shard,
 }: ChildAppOptions): ChildApp {
-  const dist = fileURLToPath(new URL('../../dist/index.js', import.meta.url));
+  const dist = path.join(repoRoot(), 'dist', 'index.js');
   if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`npm run build\` first`);
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.NODE_OPTIONS;
@@ -73,6 +97,7 @@ export function startChildApp({
     CHILD_APP_MODE: mode,
     CHILD_APP_OPTIONS: JSON.stringify(options),
     CHILD_APP_MAX_LIFE_MS: String(maxLifeMs),
+    CHILD_APP_SHARD: JSON.stringify(shard ?? {}),
   });
   const child = spawn(process.execPath, [CHILD_APP_FIXTURE], {
     env,
@@ -82,6 +107,7 @@ export function startChildApp({
   child.stdin.on('error', () => undefined);
 
   const events: ChildEvent[] = [];
+  const byName = new Map<string, ChildEvent[]>();
   const arrivals = new Map<string, number>();
   const exitListeners: ((exit: ChildExit) => void)[] = [];
   let output = '';
@@ -94,6 +120,9 @@ export function startChildApp({
       const parsed = JSON.parse(line) as ChildEvent;
       if (!arrivals.has(parsed.event)) arrivals.set(parsed.event, Date.now());
       events.push(parsed);
+      let named = byName.get(parsed.event);
+      if (!named) byName.set(parsed.event, (named = []));
+      named.push(parsed);
     } catch {
       output += `[stdout] ${line}\n`;
     }
@@ -116,10 +145,12 @@ export function startChildApp({
     },
     output: () => output,
     receivedAt: (name) => arrivals.get(name),
+    all: (name) => [...(byName.get(name) ?? [])],
+    last: (name) => byName.get(name)?.at(-1),
     next: (name, timeoutMs = 15_000) =>
       waitFor(
         () => {
-          const found = events.find((e) => e.event === name);
+          const found = byName.get(name)?.[0];
           if (found) return found;
           if (child.exitCode !== null || child.signalCode !== null) {
             throw new Error(`child exited before "${name}"`);
@@ -129,7 +160,7 @@ export function startChildApp({
         {
           timeoutMs,
           intervalMs: 5,
-          message: `child event "${name}" (events: ${events.map((e) => e.event).join(', ')}; output: ${output.slice(-2000)})`,
+          message: `child event "${name}" (events: ${[...byName.keys()].join(', ')}; output: ${output.slice(-2000)})`,
         },
       ),
     kill(signal) {

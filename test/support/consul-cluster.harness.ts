@@ -14,7 +14,7 @@ import {
 } from './consul-process.harness.js';
 import { waitFor } from './wait-for.harness.js';
 
-// A real multi-node Consul cluster on one machine: N servers and one client agent,
+// A real multi-node Consul cluster on one machine: N servers and one client agent (or more),
 // each on its own loopback IP (127.0.0.2, .3, … by default) and its own free ports, persistent
 // data dirs in a temp dir (not -dev), `-bootstrap-expect N`, `-retry-join` every server, and
 // `raft_multiplier = 1` (leader in ≈1.5 s, re-election after a SIGKILL in ≈3–3.5 s).
@@ -24,6 +24,8 @@ export interface ConsulClusterOptions {
   serverBinds?: string[];
   /** The client agent's IP; default 127.0.0.5. */
   clientBind?: string;
+  /** More client agents (client-2, …), one per IP, e.g. ['127.0.0.6']; default none. */
+  extraClientBinds?: string[];
   /** Bound on "leader elected and every node in the catalog"; default 60 s. */
   readyTimeoutMs?: number;
 }
@@ -52,6 +54,8 @@ export interface ClusterNode {
 export interface ConsulCluster {
   readonly servers: readonly ClusterNode[];
   readonly client: ClusterNode;
+  /** `client` first, then one per `extraClientBinds`. */
+  readonly clients: readonly ClusterNode[];
   readonly nodes: readonly ClusterNode[];
   readonly dataDir: string;
   /** The server the running servers agree is leader; undefined when there is none (yet). */
@@ -95,12 +99,13 @@ export async function startConsulCluster(
 class ClusterHandle implements ConsulCluster {
   servers: NodeProcess[] = [];
   client!: NodeProcess;
+  clients: NodeProcess[] = [];
   private stopped?: Promise<void>;
 
   constructor(readonly dataDir: string) {}
 
   get nodes(): readonly ClusterNode[] {
-    return [...this.servers, this.client];
+    return [...this.servers, ...this.clients];
   }
 
   async launch(options: ConsulClusterOptions): Promise<void> {
@@ -113,6 +118,12 @@ class ClusterHandle implements ConsulCluster {
       ),
     );
     this.client = new NodeProcess('client-1', clientBind, false, await pickAgentPorts(clientBind));
+    this.clients = [this.client];
+    for (const [i, bind] of (options.extraClientBinds ?? []).entries()) {
+      this.clients.push(
+        new NodeProcess(`client-${i + 2}`, bind, false, await pickAgentPorts(bind)),
+      );
+    }
     const joins = (others: NodeProcess[]): string[] =>
       others.flatMap((s) => ['-retry-join', `${s.bind}:${s.serfLanPort}`]);
     for (const server of this.servers) {
@@ -122,13 +133,13 @@ class ClusterHandle implements ConsulCluster {
         '-hcl', 'performance { raft_multiplier = 1 }',
       ]); // prettier-ignore
     }
-    this.client.spawn(this.dataDir, joins(this.servers));
+    for (const client of this.clients) client.spawn(this.dataDir, joins(this.servers));
 
     const readyTimeoutMs = options.readyTimeoutMs ?? 60_000;
     const everyNode = this.nodes.map((n) => n.name).sort();
     // A node that exits while we wait (e.g. "address already in use") ends the wait at once.
     const exitedEarly = new AbortController();
-    for (const node of [...this.servers, this.client]) {
+    for (const node of [...this.servers, ...this.clients]) {
       void node.whenExited.then(() =>
         exitedEarly.abort(new Error(`${node.name} exited at start\n${logTail(node.logs())}`)),
       );

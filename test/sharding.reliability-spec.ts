@@ -1,0 +1,352 @@
+import {
+  fencedWrites,
+  killChildApps,
+  max,
+  median,
+  overlappingRuns,
+  ownershipRuns,
+  reportReliability,
+  settledOn,
+  shardTable,
+  staleAcceptedWrites,
+  startConsulAgent,
+  startConsulCluster,
+  startShardChild,
+  stopAllAgents,
+  stopAllClusters,
+  waitFor,
+  lastAssignment,
+  type ConsulAgent,
+  type OwnershipRun,
+  type ShardChild,
+} from './support/index.js';
+
+// Exclusive sharding (DESIGN §5) under real faults, with real processes: child apps
+// (test/support/fixtures/child-app.mjs) in fenced-writer mode write to a CAS'd KV store while
+// owns(p) and log their own ownership runs. Asserted from their events and from Consul:
+// - after each fault every partition is owned by exactly one live instance again, on the
+//   table of the live members, within the bound (planned: drain + settleMs + ~100 ms + margin;
+//   crash: TTL + lockDelay + 1 s + margin);
+// - the store never accepted a token lower than one it had accepted before (per store epoch: a
+//   restarted dev agent wipes it and the tokens restart at 1);
+// - no two instances' ownership runs of a partition overlap (their own clocks, one machine);
+// - an instance paused past its TTL sees owns(p) === false before any write after SIGCONT.
+// And on a 3-server cluster with instances on two client agents: the leader's loss moves nothing.
+
+const PARTITIONS = 16;
+const TTL_MS = 3_000;
+const LOCK_DELAY_MS = 1_000;
+const SETTLE_MS = 200;
+const HANDOFF_MS = 100;
+const DRAIN_MS = 1_000;
+const MARGIN_MS = 2_000; // two loaded cores: 5–6 Nest processes writing, and the agent
+const PLANNED_BOUND_MS = DRAIN_MS + SETTLE_MS + 100 + MARGIN_MS;
+const CRASH_BOUND_MS = TTL_MS + LOCK_DELAY_MS + 1_000 + MARGIN_MS;
+const ROUNDS = 2;
+const SERVICE = 'shard-rel';
+
+interface Fault {
+  round: number;
+  fault: string;
+  restoreMs: number;
+  boundMs: number;
+}
+
+afterAll(async () => {
+  await killChildApps();
+  await stopAllAgents();
+  await stopAllClusters();
+});
+
+function fenced(host: string, port: number, serviceId: string, i: number): ShardChild {
+  return startShardChild({
+    host,
+    port,
+    service: SERVICE,
+    serviceId,
+    servicePort: 46_000 + i,
+    mode: 'exclusive',
+    partitions: PARTITIONS,
+    ttl: `${TTL_MS / 1000}s`,
+    settleMs: SETTLE_MS,
+    handoffDelayMs: HANDOFF_MS,
+    drainTimeoutMs: DRAIN_MS,
+    lockDelay: `${LOCK_DELAY_MS / 1000}s`,
+    fencedWriter: true,
+    maxLifeMs: 600_000,
+  });
+}
+
+/** Each child's last assignment and log tail, for a failure message. */
+function state(children: readonly ShardChild[]): string {
+  const expected = shardTable(
+    children.map((c) => c.serviceId),
+    PARTITIONS,
+  );
+  return children
+    .map((c) => {
+      const a = lastAssignment(c);
+      return (
+        `${c.serviceId}: owned ${JSON.stringify(a?.owned)} (table ${JSON.stringify(expected.owned(c.serviceId))}) ` +
+        `members ${JSON.stringify(a?.members)} v${a?.version}\n${c.app.output().slice(-1_500)}`
+      );
+    })
+    .join('\n');
+}
+
+function describeOverlap([a, b]: [OwnershipRun, OwnershipRun]): string {
+  return `p${a.p}: ${a.serviceId} [${a.from}, ${a.lastTrue}] token ${a.token} vs ${b.serviceId} [${b.from}, ${b.lastTrue}] token ${b.token}`;
+}
+
+describe('exclusive sharding under faults, 5 fenced writers on one dev agent', () => {
+  let agent: ConsulAgent;
+  beforeAll(async () => {
+    agent = await startConsulAgent();
+  });
+
+  it(`join, SIGTERM, SIGKILL, SIGSTOP past the TTL, agent restart — ${ROUNDS} rounds: coverage back within the bound, no stale accepted write, no overlapping ownership`, async () => {
+    const all: ShardChild[] = [];
+    const live: ShardChild[] = [];
+    const exitAt = new Map<ShardChild, number>();
+    // A dead child's open run ends at its exit; a live one's now.
+    const runsOf = (children: readonly ShardChild[]): OwnershipRun[] =>
+      ownershipRuns(children, (c) => exitAt.get(c) ?? Date.now());
+    let next = 0;
+    const spawn = (): ShardChild => {
+      const child = fenced(agent.bind, agent.httpPort, `${SERVICE}-${next}`, next++);
+      child.app.onExit((exit) => exitAt.set(child, exit.at));
+      all.push(child);
+      live.push(child);
+      return child;
+    };
+    const remove = (child: ShardChild): void => {
+      live.splice(live.indexOf(child), 1);
+    };
+    const ids = (children: readonly ShardChild[]): string[] => children.map((c) => c.serviceId);
+    const settle = (children: readonly ShardChild[], boundMs: number, what: string) =>
+      waitFor(() => settledOn(children, ids(children), PARTITIONS), {
+        timeoutMs: boundMs + 20_000,
+        intervalMs: 10,
+        message: `${what}: the live instances should own every partition once, on their table`,
+      }).catch((error: Error) => {
+        throw new Error(`${error.message}\n${state(children)}`, { cause: error });
+      });
+    const faults: Fault[] = [];
+    const record = (round: number, fault: string, from: number, at: number, boundMs: number) =>
+      faults.push({ round, fault, restoreMs: at - from, boundMs });
+    const pausedChecks: string[] = [];
+    const restarts: { killedAt: number; upAt: number }[] = [];
+
+    for (let i = 0; i < 5; i++) spawn();
+    await Promise.all(live.map((c) => c.app.next('armed')));
+    await settle(live, 20_000, 'start');
+
+    for (let round = 1; round <= ROUNDS; round++) {
+      // Join one: from its registration (ready) until the table with it is in force everywhere.
+      const joiner = spawn();
+      const ready = await joiner.app.next('ready');
+      const joined = await settle(live, PLANNED_BOUND_MS, `round ${round} join`);
+      record(round, 'join', ready.t, joined.at, PLANNED_BOUND_MS);
+
+      // SIGTERM one (the oldest live).
+      const termed = live[0];
+      termed.app.kill('SIGTERM');
+      remove(termed);
+      const afterTerm = await settle(live, PLANNED_BOUND_MS, `round ${round} SIGTERM`);
+      record(round, 'SIGTERM', termed.app.signalledAt!, afterTerm.at, PLANNED_BOUND_MS);
+      await termed.app.exited;
+
+      // SIGKILL one.
+      const killed = live[0];
+      killed.app.kill('SIGKILL');
+      remove(killed);
+      const afterKill = await settle(live, CRASH_BOUND_MS, `round ${round} SIGKILL`);
+      record(round, 'SIGKILL', killed.app.signalledAt!, afterKill.at, CRASH_BOUND_MS);
+
+      // SIGSTOP one past its TTL: the others take its partitions and write with newer tokens;
+      // then SIGCONT, and it must see owns(p) === false before writing again.
+      const paused = live[0];
+      const pausedOwned = lastAssignment(paused)!.owned;
+      const others = live.filter((c) => c !== paused);
+      paused.app.kill('SIGSTOP');
+      const stoppedAt = paused.app.signalledAt!;
+      const afterStop = await settle(others, CRASH_BOUND_MS, `round ${round} SIGSTOP`);
+      record(round, 'SIGSTOP', stoppedAt, afterStop.at, CRASH_BOUND_MS);
+      await waitFor(
+        () =>
+          pausedOwned.every((p) =>
+            fencedWrites(others).some((w) => w.p === p && w.accepted && w.t > stoppedAt),
+          ),
+        { timeoutMs: 10_000, message: 'the new owners should have written every taken partition' },
+      );
+      paused.app.kill('SIGCONT');
+      const contAt = paused.app.signalledAt!;
+      const back = await settle(live, PLANNED_BOUND_MS + TTL_MS, `round ${round} SIGCONT`);
+      record(round, 'SIGCONT (rejoin)', contAt, back.at, PLANNED_BOUND_MS + TTL_MS);
+      // Its runs that began before the stop saw owns(p) true only before it.
+      for (const run of runsOf([paused])) {
+        if (run.from < stoppedAt && run.lastTrue >= stoppedAt) {
+          pausedChecks.push(`p${run.p} seen owned at ${run.lastTrue}, stopped at ${stoppedAt}`);
+        }
+      }
+      // Its accepted writes after SIGCONT carry a token newer than any accepted while it slept.
+      const whileStopped = fencedWrites(others).filter((w) => w.accepted && w.t > stoppedAt);
+      for (const w of fencedWrites([paused])) {
+        if (!w.accepted || w.t < contAt) continue;
+        const newer = whileStopped.filter((o) => o.p === w.p && o.t < contAt && o.token > w.token);
+        if (newer.length > 0) pausedChecks.push(`p${w.p} accepted token ${w.token} after SIGCONT`);
+      }
+
+      // Restart the agent: a dev agent comes back empty (services, sessions, locks, the store).
+      const killedAt = Date.now();
+      await agent.restart();
+      const upAt = Date.now();
+      restarts.push({ killedAt, upAt });
+      // Coverage back = every partition owned again through the restarted agent (a run begun
+      // after it came up), on the table of the live members.
+      const reowned = await waitFor(
+        () => {
+          const firsts = Array.from({ length: PARTITIONS }, (_, p) =>
+            live
+              .flatMap((c) => c.app.all('owning'))
+              .find((e) => e.p === p && (e.from as number) > upAt),
+          );
+          return firsts.every(Boolean)
+            ? Math.max(...firsts.map((e) => e!.from as number))
+            : undefined;
+        },
+        {
+          timeoutMs: CRASH_BOUND_MS + 20_000,
+          intervalMs: 10,
+          message: `round ${round}: re-owned after the agent restart`,
+        },
+      );
+      await settle(live, CRASH_BOUND_MS, `round ${round} agent restart`);
+      record(round, 'agent restart', killedAt, reowned, CRASH_BOUND_MS);
+
+      // Back to 5 for the next round.
+      while (live.length < 5) {
+        const extra = spawn();
+        const t = (await extra.app.next('ready')).t;
+        const topped = await settle(live, PLANNED_BOUND_MS, `round ${round} top-up join`);
+        record(round, 'join', t, topped.at, PLANNED_BOUND_MS);
+      }
+    }
+
+    // Everyone leaves; then every run is closed (a SIGKILLed one up to its exit).
+    for (const child of live) child.app.process.stdin?.end();
+    await Promise.all(all.map((c) => c.app.exited));
+    const runs = runsOf(all);
+    const overlaps = overlappingRuns(runs);
+    const writes = fencedWrites(all);
+    const stale = staleAcceptedWrites(writes);
+    const refused = writes.filter((w) => !w.accepted);
+    // Accepted writes whose token was acquired before an agent restart but written after it.
+    const crossEpoch = writes.filter(
+      (w) =>
+        w.accepted &&
+        restarts.some(
+          (r) =>
+            w.t > r.upAt &&
+            runs.some(
+              (run) =>
+                run.serviceId === w.serviceId &&
+                run.p === w.p &&
+                run.token === w.token &&
+                run.from < r.killedAt,
+            ),
+        ),
+    );
+
+    const by = (name: string) => faults.filter((f) => f.fault === name).map((f) => f.restoreMs);
+    reportReliability(
+      'sharding',
+      `exclusive, ${PARTITIONS} partitions, ${all.length} processes, ${ROUNDS} rounds: coverage back after ` +
+        ['join', 'SIGTERM', 'SIGKILL', 'SIGSTOP', 'SIGCONT (rejoin)', 'agent restart']
+          .map((f) => `${f} median=${median(by(f))}ms max=${max(by(f))}ms`)
+          .join(', ') +
+        ` (planned bound ${PLANNED_BOUND_MS}ms, crash bound ${CRASH_BOUND_MS}ms); writes ${writes.length}, ` +
+        `stale accepted ${stale.length}, refused by the fence ${refused.length}, ` +
+        `overlapping runs ${overlaps.length}/${runs.length}, old-epoch tokens accepted after a restart ${crossEpoch.length}`,
+      {
+        faults,
+        writes: writes.length,
+        stale,
+        refused: refused.slice(0, 50),
+        overlaps: overlaps.map(describeOverlap),
+        crossEpoch: crossEpoch.slice(0, 50),
+        pausedChecks,
+      },
+    );
+    expect(stale).toEqual([]);
+    expect(overlaps.map(describeOverlap)).toEqual([]);
+    expect(pausedChecks).toEqual([]);
+    expect(faults.filter((f) => f.restoreMs > f.boundMs)).toEqual([]);
+  }, 600_000);
+});
+
+describe('exclusive sharding on a 3-server cluster, instances on two client agents', () => {
+  it('the leader SIGKILLed: no partition moves, no instance releases anything, every assignment unchanged', async () => {
+    const cluster = await startConsulCluster({ extraClientBinds: ['127.0.0.6'] });
+    const children = Array.from({ length: 5 }, (_, i) => {
+      const agent = cluster.clients[i % 2];
+      return fenced(agent.bind, agent.httpPort, `${SERVICE}-c${i}`, 20 + i);
+    });
+    const members = children.map((c) => c.serviceId);
+    await Promise.all(children.map((c) => c.app.next('armed')));
+    const before = await waitFor(() => settledOn(children, members, PARTITIONS), {
+      timeoutMs: 30_000,
+      intervalMs: 10,
+      message: 'the 5 instances should settle on one table',
+    });
+    const assignmentsBefore = children.map((c) => c.app.all('assignment').length);
+    const ownedBefore = children.map((c) => lastAssignment(c)!.owned);
+
+    const oldLeader = await cluster.leader();
+    if (!oldLeader) throw new Error('no leader before the kill');
+    const killedAt = Date.now();
+    await oldLeader.kill();
+    await waitFor(
+      async () => {
+        const leader = await cluster.leader();
+        return leader && leader !== oldLeader ? leader : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 50, message: 'a new leader should be elected' },
+    );
+    const electionMs = Date.now() - killedAt;
+    // Leases, sessions and locks are checked for longer than a TTL + lock-delay after the
+    // election: a lapse or an invalidation would show in that time. Writes must resume.
+    const electedAt = Date.now();
+    await waitFor(
+      () =>
+        fencedWrites(children).filter((w) => w.accepted && w.t > electedAt).length >=
+        PARTITIONS * 10,
+      { timeoutMs: 20_000, message: 'the owners should write again after the election' },
+    );
+    await waitFor(() => Date.now() - electedAt > TTL_MS + LOCK_DELAY_MS + 1_000 && true, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: 'observation window',
+    });
+    const changes = children.flatMap((c, i) => c.app.all('assignment').slice(assignmentsBefore[i]));
+    const released = changes.flatMap((e) => e.released as number[]);
+    const writes = fencedWrites(children);
+    const overlaps = overlappingRuns(ownershipRuns(children, () => Date.now()));
+    reportReliability(
+      'sharding-cluster',
+      `leader SIGKILL → new leader in ${electionMs}ms; ${children.length} instances on 2 client agents, ` +
+        `${PARTITIONS} partitions: assignment changes ${changes.length}, released ${released.length}, ` +
+        `writes ${writes.length} (stale accepted ${staleAcceptedWrites(writes).length}), overlapping runs ${overlaps.length}`,
+      { electionMs, changes, ownedBefore, tableMembers: before.table.members },
+    );
+    expect(released).toEqual([]);
+    expect(changes).toEqual([]);
+    expect(children.map((c) => lastAssignment(c)!.owned)).toEqual(ownedBefore);
+    expect(staleAcceptedWrites(writes)).toEqual([]);
+    expect(overlaps.map(describeOverlap)).toEqual([]);
+
+    for (const child of children) child.app.process.stdin?.end();
+    await Promise.all(children.map((c) => c.app.exited));
+    await cluster.stop();
+  }, 180_000);
+});
