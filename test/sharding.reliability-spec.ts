@@ -239,7 +239,12 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
     const runs = runsOf(all);
     const overlaps = overlappingRuns(runs);
     const writes = fencedWrites(all);
-    const stale = staleAcceptedWrites(writes);
+    // No agent takes a write between the kill and the restarted agent's first answer (~0.5 s):
+    // its middle splits the old agent's store from the new one.
+    const stale = staleAcceptedWrites(
+      writes,
+      restarts.map((r) => (r.killedAt + r.upAt) / 2),
+    );
     const refused = writes.filter((w) => !w.accepted);
     // Accepted writes whose token was acquired before an agent restart but written after it.
     const crossEpoch = writes.filter(

@@ -53,6 +53,7 @@ export class SelfRegistration {
   private readonly heartbeat: Heartbeat;
   private heartbeatFailing = false;
   private readonly passes = new Subject<number>();
+  private readonly losses = new Subject<void>();
   private lastPass?: number;
 
   constructor(
@@ -108,6 +109,14 @@ export class SelfRegistration {
   /** Each confirmed pass (its `lastPassAt`). */
   get passed$(): Observable<number> {
     return this.passes.asObservable();
+  }
+
+  /**
+   * The agent no longer held the registration (restarted and lost its state): whatever was
+   * bound to it there — a session, its locks — is gone too. Emitted before re-registering.
+   */
+  get lost$(): Observable<void> {
+    return this.losses.asObservable();
   }
 
   /** This instance's registration as sent to Consul (a copy). */
@@ -302,6 +311,7 @@ export class SelfRegistration {
     // A deregistration (or shutdown) that began while the pass was in flight wins.
     if (alive || !this.beating()) return;
     this.logger.warn(`Consul lost "${r.serviceId}" (agent restarted?); registering it again`);
+    this.losses.next();
     try {
       const repairSentAt = performance.now();
       await this.registrar.register(r, true, { attempts: 1 });

@@ -76,6 +76,9 @@ export class ExclusiveOwnership implements Ownership {
 
   start(): void {
     this.passes = this.registration.passed$.subscribe(() => this.onPass());
+    // The agent lost its state: the session and its locks with it. Let go at once instead of
+    // waiting for the lease or the prefix to tell.
+    this.passes.add(this.registration.lost$.subscribe(() => this.lapse(true)));
     if (this.registration.lastPassAt !== undefined) this.onPass();
     const { watch, retry } = this.settings;
     this.prefixLoop = followBlockingQuery({
@@ -175,16 +178,23 @@ export class ExclusiveOwnership implements Ownership {
     }
   }
 
-  /** No pass confirmed for a lease: let go of everything until Consul grants each again. */
-  private lapse(): void {
-    if (this.leaseFresh() || this.abort.signal.aborted) return;
+  /**
+   * No pass confirmed for a lease (or `force`: the agent lost the registration): let go of
+   * everything until Consul grants each again.
+   */
+  private lapse(force = false): void {
+    if ((!force && this.leaseFresh()) || this.abort.signal.aborted) return;
     this.lapsed = true;
+    if (force) {
+      // Whatever the old session held went with the agent's state.
+      this.session = undefined;
+    }
     const dropped = this.drop();
     for (const p of this.held.keys()) this.orphans.add(p);
     this.held.clear();
     if (dropped.length > 0) {
       this.logger.warn(
-        `The lease of "${this.serviceId}" lapsed (no TTL pass confirmed for ${this.leaseMs} ms): released partitions ${dropped.join(', ')} until Consul grants them again`,
+        `${force ? `The agent lost "${this.serviceId}" and its session` : `The lease of "${this.serviceId}" lapsed (no TTL pass confirmed for ${this.leaseMs} ms)`}: released partitions ${dropped.join(', ')} until Consul grants them again`,
       );
     }
     for (const p of dropped) this.track(this.workers.release(p, this.config.drainTimeoutMs));

@@ -205,35 +205,32 @@ export function fencedWrites(children: readonly ShardChild[]): FencedWrite[] {
 }
 
 /**
- * Accepted writes whose token is lower than the one before it in the store's own order (its
- * write count, `seq`; a count back at 1 is a wiped store, a new epoch). CAS makes every
- * accepted write follow exactly one other, so this is the store's whole history.
+ * Accepted writes whose token is lower than one the store accepted before it, in the store's own
+ * order (its write count, `seq`; CAS makes every accepted write follow exactly one other).
+ * `wipes`: when the store was emptied (a restarted dev agent: a moment while no agent answers);
+ * each starts a new history. Writes are split by time, not by `seq` going back to 1: a
+ * write the store took whose answer never arrived (aborted) is missing from the children's logs.
  */
-export function staleAcceptedWrites(writes: readonly FencedWrite[]): FencedWrite[] {
-  const byPartition = new Map<number, FencedWrite[]>();
+export function staleAcceptedWrites(
+  writes: readonly FencedWrite[],
+  wipes: readonly number[] = [],
+): FencedWrite[] {
+  const history = new Map<string, FencedWrite[]>();
   for (const w of writes) {
     if (!w.accepted) continue;
-    let list = byPartition.get(w.p);
-    if (!list) byPartition.set(w.p, (list = []));
+    const epoch = wipes.filter((at) => at <= w.t).length;
+    const key = `${w.p}/${epoch}`;
+    let list = history.get(key);
+    if (!list) history.set(key, (list = []));
     list.push(w);
   }
   const stale: FencedWrite[] = [];
-  for (const list of byPartition.values()) {
-    // Epochs: a wipe starts the count again at 1 (seconds apart: time splits them); inside one,
-    // the count is the store's order.
-    list.sort((a, b) => a.t - b.t);
-    const epochs: FencedWrite[][] = [];
+  for (const list of history.values()) {
+    list.sort((a, b) => a.seq - b.seq);
+    let highest = 0;
     for (const w of list) {
-      if (w.seq === 1 || epochs.length === 0) epochs.push([]);
-      epochs[epochs.length - 1].push(w);
-    }
-    for (const epoch of epochs) {
-      epoch.sort((a, b) => a.seq - b.seq);
-      let highest = 0;
-      for (const w of epoch) {
-        if (w.token < highest) stale.push(w);
-        highest = Math.max(highest, w.token);
-      }
+      if (w.token < highest) stale.push(w);
+      highest = Math.max(highest, w.token);
     }
   }
   return stale;
