@@ -42,6 +42,11 @@ const DRAIN_MS = 1_000;
 const MARGIN_MS = 2_000; // two loaded cores: 5–6 Nest processes writing, and the agent
 const PLANNED_BOUND_MS = DRAIN_MS + SETTLE_MS + 100 + MARGIN_MS;
 const CRASH_BOUND_MS = TTL_MS + LOCK_DELAY_MS + 1_000 + MARGIN_MS;
+/**
+ * After `agent.restart()` SIGKILLs the agent, an answer the old agent gave still reaches a child
+ * within a few ms; the new one needs 100 ms or more to start. Time in between splits them.
+ */
+const OLD_AGENT_GONE_MS = 50;
 const ROUNDS = 2;
 const SERVICE = 'shard-rel';
 
@@ -202,6 +207,9 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
       await agent.restart();
       const upAt = Date.now();
       restarts.push({ killedAt, upAt });
+      // Instances may re-register and re-acquire before restart() has seen the agent ready: an
+      // ownership begun after the old agent was gone came through the new one.
+      const newAgentFrom = killedAt + OLD_AGENT_GONE_MS;
       // Coverage back = every partition owned again through the restarted agent (a run begun
       // after it came up), on the table of the live members.
       const reowned = await waitFor(
@@ -209,7 +217,7 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
           const firsts = Array.from({ length: PARTITIONS }, (_, p) =>
             live
               .flatMap((c) => c.app.all('owning'))
-              .find((e) => e.p === p && (e.from as number) > upAt),
+              .find((e) => e.p === p && (e.from as number) > newAgentFrom),
           );
           return firsts.every(Boolean)
             ? Math.max(...firsts.map((e) => e!.from as number))
@@ -220,7 +228,17 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
           intervalMs: 10,
           message: `round ${round}: re-owned after the agent restart`,
         },
-      );
+      ).catch((error: Error) => {
+        const missing = Array.from({ length: PARTITIONS }, (_, p) => p).filter(
+          (p) =>
+            !live
+              .flatMap((c) => c.app.all('owning'))
+              .some((e) => e.p === p && (e.from as number) > newAgentFrom),
+        );
+        throw new Error(`${error.message}; not re-owned: ${missing.join(',')}\n${state(live)}`, {
+          cause: error,
+        });
+      });
       await settle(live, CRASH_BOUND_MS, `round ${round} agent restart`);
       record(round, 'agent restart', killedAt, reowned, CRASH_BOUND_MS);
 
@@ -239,11 +257,10 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
     const runs = runsOf(all);
     const overlaps = overlappingRuns(runs);
     const writes = fencedWrites(all);
-    // No agent takes a write between the kill and the restarted agent's first answer (~0.5 s):
-    // its middle splits the old agent's store from the new one.
+    // The old agent's store ends at its SIGKILL, the new one's starts with its first answer.
     const stale = staleAcceptedWrites(
       writes,
-      restarts.map((r) => (r.killedAt + r.upAt) / 2),
+      restarts.map((r) => r.killedAt + OLD_AGENT_GONE_MS),
     );
     const refused = writes.filter((w) => !w.accepted);
     // Accepted writes whose token was acquired before an agent restart but written after it.
