@@ -10,7 +10,7 @@ import {
   type ConsulAgent,
 } from './support/index.js';
 
-// Sharding with real processes (DESIGN §5, README "Sharding"): 5 child apps
+// Sharding with real processes (README "Sharding"): 5 child apps
 // (test/support/fixtures/child-app.mjs) shard 64 partitions on one dev agent. Everything
 // asserted comes from the children's own events (their assignments$) or from Consul:
 // - once settled, every partition is owned by exactly one instance, each instance owns what

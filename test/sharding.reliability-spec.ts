@@ -21,7 +21,7 @@ import {
   type ShardChild,
 } from './support/index.js';
 
-// Exclusive sharding (DESIGN §5) under real faults, with real processes: child apps
+// Exclusive sharding (README "Sharding") under real faults, with real processes: child apps
 // (test/support/fixtures/child-app.mjs) in fenced-writer mode write to a CAS'd KV store while
 // owns(p) and log their own ownership runs. Asserted from their events and from Consul:
 // - after each fault every partition is owned by exactly one live instance again, on the
