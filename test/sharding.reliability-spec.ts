@@ -188,16 +188,18 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
       const contAt = paused.app.signalledAt!;
       const back = await settle(live, PLANNED_BOUND_MS + TTL_MS, `round ${round} SIGCONT`);
       record(round, 'SIGCONT (rejoin)', contAt, back.at, PLANNED_BOUND_MS + TTL_MS);
-      // Its runs that began before the stop saw owns(p) true only before it.
+      // Its runs that began before the stop never saw owns(p) true again once it resumed (it
+      // observes nothing between contAt and the SIGCONT: it is stopped).
       for (const run of runsOf([paused])) {
-        if (run.from < stoppedAt && run.lastTrue >= stoppedAt) {
-          pausedChecks.push(`p${run.p} seen owned at ${run.lastTrue}, stopped at ${stoppedAt}`);
+        if (run.from < stoppedAt && run.lastTrue >= contAt) {
+          pausedChecks.push(`p${run.p} seen owned at ${run.lastTrue}, resumed at ${contAt}`);
         }
       }
-      // Its accepted writes after SIGCONT carry a token newer than any accepted while it slept.
+      // Its accepted writes begun after SIGCONT carry a token newer than any accepted while it
+      // slept (one begun before the stop may complete after SIGCONT: the store took it first).
       const whileStopped = fencedWrites(others).filter((w) => w.accepted && w.t > stoppedAt);
       for (const w of fencedWrites([paused])) {
-        if (!w.accepted || w.t < contAt) continue;
+        if (!w.accepted || w.startedAt < contAt) continue;
         const newer = whileStopped.filter((o) => o.p === w.p && o.t < contAt && o.token > w.token);
         if (newer.length > 0) pausedChecks.push(`p${w.p} accepted token ${w.token} after SIGCONT`);
       }
@@ -371,4 +373,109 @@ describe('exclusive sharding on a 3-server cluster, instances on two client agen
     await Promise.all(children.map((c) => c.app.exited));
     await cluster.stop();
   }, 180_000);
+});
+
+describe('cooperative sharding under faults, 5 instances on one dev agent', () => {
+  let agent: ConsulAgent;
+  beforeAll(async () => {
+    agent = await startConsulAgent();
+  });
+
+  it('join, SIGTERM, SIGKILL, SIGSTOP past the TTL then SIGCONT, agent restart: the live members’ table in force everywhere again within the bound', async () => {
+    const live: ShardChild[] = [];
+    let next = 0;
+    const spawn = (): ShardChild => {
+      const child = startShardChild({
+        host: agent.bind,
+        port: agent.httpPort,
+        service: `${SERVICE}-coop`,
+        serviceId: `${SERVICE}-coop-${next}`,
+        servicePort: 47_000 + next++,
+        mode: 'cooperative',
+        partitions: PARTITIONS,
+        ttl: `${TTL_MS / 1000}s`,
+        settleMs: SETTLE_MS,
+        handoffDelayMs: HANDOFF_MS,
+        drainTimeoutMs: DRAIN_MS,
+        maxLifeMs: 600_000,
+      });
+      live.push(child);
+      return child;
+    };
+    const remove = (child: ShardChild): void => {
+      live.splice(live.indexOf(child), 1);
+    };
+    const settle = (children: readonly ShardChild[], boundMs: number, what: string) =>
+      waitFor(
+        () =>
+          settledOn(
+            children,
+            children.map((c) => c.serviceId),
+            PARTITIONS,
+          ),
+        { timeoutMs: boundMs + 20_000, intervalMs: 10, message: `cooperative ${what}` },
+      ).catch((error: Error) => {
+        throw new Error(`${error.message}\n${state(children)}`, { cause: error });
+      });
+    const faults: Fault[] = [];
+    const record = (fault: string, from: number, at: number, boundMs: number) =>
+      faults.push({ round: 1, fault, restoreMs: at - from, boundMs });
+
+    for (let i = 0; i < 5; i++) spawn();
+    await Promise.all(live.map((c) => c.app.next('armed')));
+    await settle(live, 20_000, 'start');
+
+    const joiner = spawn();
+    const ready = await joiner.app.next('ready');
+    record('join', ready.t, (await settle(live, PLANNED_BOUND_MS, 'join')).at, PLANNED_BOUND_MS);
+
+    const termed = live[0];
+    termed.app.kill('SIGTERM');
+    remove(termed);
+    const afterTerm = await settle(live, PLANNED_BOUND_MS, 'SIGTERM');
+    record('SIGTERM', termed.app.signalledAt!, afterTerm.at, PLANNED_BOUND_MS);
+
+    const killed = live[0];
+    killed.app.kill('SIGKILL');
+    remove(killed);
+    const afterKill = await settle(live, CRASH_BOUND_MS, 'SIGKILL');
+    record('SIGKILL', killed.app.signalledAt!, afterKill.at, CRASH_BOUND_MS);
+
+    const paused = live[0];
+    const others = live.filter((c) => c !== paused);
+    paused.app.kill('SIGSTOP');
+    const afterStop = await settle(others, CRASH_BOUND_MS, 'SIGSTOP');
+    record('SIGSTOP', paused.app.signalledAt!, afterStop.at, CRASH_BOUND_MS);
+    paused.app.kill('SIGCONT');
+    const back = await settle(live, PLANNED_BOUND_MS + TTL_MS, 'SIGCONT');
+    record('SIGCONT (rejoin)', paused.app.signalledAt!, back.at, PLANNED_BOUND_MS + TTL_MS);
+
+    // The restarted dev agent comes back empty: every instance registers again (self-repair)
+    // and the table of all of them is in force everywhere again.
+    const killedAt = Date.now();
+    await agent.restart();
+    const ids = live.map((c) => c.serviceId).sort();
+    const restoredAt = await waitFor(
+      async () =>
+        JSON.stringify(await agent.api().passingIds(`${SERVICE}-coop`)) === JSON.stringify(ids) &&
+        settledOn(live, ids, PARTITIONS) &&
+        Date.now(),
+      { timeoutMs: CRASH_BOUND_MS + 20_000, intervalMs: 20, message: 'cooperative agent restart' },
+    );
+    record('agent restart', killedAt, restoredAt, CRASH_BOUND_MS);
+
+    for (const child of live) child.app.process.stdin?.end();
+    await Promise.all([...live, termed, killed].map((c) => c.app.exited));
+    const by = (name: string) => faults.filter((f) => f.fault === name).map((f) => f.restoreMs);
+    reportReliability(
+      'sharding-cooperative',
+      `cooperative, ${PARTITIONS} partitions: the live members' table in force everywhere again after ` +
+        ['join', 'SIGTERM', 'SIGKILL', 'SIGSTOP', 'SIGCONT (rejoin)', 'agent restart']
+          .map((f) => `${f} ${max(by(f))}ms`)
+          .join(', ') +
+        ` (planned bound ${PLANNED_BOUND_MS}ms, crash bound ${CRASH_BOUND_MS}ms)`,
+      { faults },
+    );
+    expect(faults.filter((f) => f.restoreMs > f.boundMs)).toEqual([]);
+  }, 300_000);
 });

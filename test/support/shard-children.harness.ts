@@ -188,6 +188,8 @@ export interface FencedWrite {
   accepted: boolean;
   /** The store's write count after this write (accepted) or as read (refused). */
   seq: number;
+  /** When the write began (its read of the store); `t`: when it completed. */
+  startedAt: number;
   t: number;
 }
 
@@ -199,6 +201,7 @@ export function fencedWrites(children: readonly ShardChild[]): FencedWrite[] {
       token: e.token as number,
       accepted: e.accepted as boolean,
       seq: e.seq as number,
+      startedAt: e.startedAt as number,
       t: e.t,
     })),
   );
