@@ -99,6 +99,33 @@ function state(children: readonly ShardChild[]): string {
     .join('\n');
 }
 
+/**
+ * What the children acquired or released since `from` that the table change from the `before`
+ * members to the `after` members does not move to or from them: only the table's moves may move.
+ */
+function movesOffTable(
+  children: readonly ShardChild[],
+  before: readonly string[],
+  after: readonly string[],
+  from: number,
+): string[] {
+  const old = shardTable([...before].sort(), PARTITIONS);
+  const now = shardTable([...after].sort(), PARTITIONS);
+  return children.flatMap((c) =>
+    c.app
+      .all('assignment')
+      .filter((e) => e.t > from)
+      .flatMap((e) => [
+        ...(e.acquired as number[])
+          .filter((p) => now.ownerOf(p) !== c.serviceId)
+          .map((p) => `${c.serviceId} acquired p${p}`),
+        ...(e.released as number[])
+          .filter((p) => old.ownerOf(p) !== c.serviceId || now.ownerOf(p) === c.serviceId)
+          .map((p) => `${c.serviceId} released p${p}`),
+      ]),
+  );
+}
+
 function describeOverlap([a, b]: [OwnershipRun, OwnershipRun]): string {
   return `p${a.p}: ${a.serviceId} [${a.from}, ${a.lastTrue}] token ${a.token} vs ${b.serviceId} [${b.from}, ${b.lastTrue}] token ${b.token}`;
 }
@@ -140,6 +167,7 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
     const record = (round: number, fault: string, from: number, at: number, boundMs: number) =>
       faults.push({ round, fault, restoreMs: at - from, boundMs });
     const pausedChecks: string[] = [];
+    const offTable: string[] = [];
     const restarts: { killedAt: number; upAt: number }[] = [];
 
     for (let i = 0; i < 5; i++) spawn();
@@ -148,25 +176,32 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
 
     for (let round = 1; round <= ROUNDS; round++) {
       // Join one: from its registration (ready) until the table with it is in force everywhere.
+      let before = ids(live);
+      let from = Date.now();
       const joiner = spawn();
       const ready = await joiner.app.next('ready');
       const joined = await settle(live, PLANNED_BOUND_MS, `round ${round} join`);
       record(round, 'join', ready.t, joined.at, PLANNED_BOUND_MS);
+      offTable.push(...movesOffTable(live, before, ids(live), from));
 
       // SIGTERM one (the oldest live).
+      [before, from] = [ids(live), Date.now()];
       const termed = live[0];
       termed.app.kill('SIGTERM');
       remove(termed);
       const afterTerm = await settle(live, PLANNED_BOUND_MS, `round ${round} SIGTERM`);
       record(round, 'SIGTERM', termed.app.signalledAt!, afterTerm.at, PLANNED_BOUND_MS);
+      offTable.push(...movesOffTable(live, before, ids(live), from));
       await termed.app.exited;
 
       // SIGKILL one.
+      [before, from] = [ids(live), Date.now()];
       const killed = live[0];
       killed.app.kill('SIGKILL');
       remove(killed);
       const afterKill = await settle(live, CRASH_BOUND_MS, `round ${round} SIGKILL`);
       record(round, 'SIGKILL', killed.app.signalledAt!, afterKill.at, CRASH_BOUND_MS);
+      offTable.push(...movesOffTable(live, before, ids(live), from));
 
       // SIGSTOP one past its TTL: the others take its partitions and write with newer tokens;
       // then SIGCONT, and it must see owns(p) === false before writing again.
@@ -177,6 +212,7 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
       const stoppedAt = paused.app.signalledAt!;
       const afterStop = await settle(others, CRASH_BOUND_MS, `round ${round} SIGSTOP`);
       record(round, 'SIGSTOP', stoppedAt, afterStop.at, CRASH_BOUND_MS);
+      offTable.push(...movesOffTable(others, ids(live), ids(others), stoppedAt));
       await waitFor(
         () =>
           pausedOwned.every((p) =>
@@ -305,6 +341,7 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
     expect(stale).toEqual([]);
     expect(overlaps.map(describeOverlap)).toEqual([]);
     expect(pausedChecks).toEqual([]);
+    expect(offTable).toEqual([]);
     expect(faults.filter((f) => f.restoreMs > f.boundMs)).toEqual([]);
   }, 600_000);
 });
@@ -425,27 +462,37 @@ describe('cooperative sharding under faults, 5 instances on one dev agent', () =
     await Promise.all(live.map((c) => c.app.next('armed')));
     await settle(live, 20_000, 'start');
 
+    const ids = (children: readonly ShardChild[]): string[] => children.map((c) => c.serviceId);
+    const offTable: string[] = [];
+    let before = ids(live);
+    let from = Date.now();
     const joiner = spawn();
     const ready = await joiner.app.next('ready');
     record('join', ready.t, (await settle(live, PLANNED_BOUND_MS, 'join')).at, PLANNED_BOUND_MS);
+    offTable.push(...movesOffTable(live, before, ids(live), from));
 
+    [before, from] = [ids(live), Date.now()];
     const termed = live[0];
     termed.app.kill('SIGTERM');
     remove(termed);
     const afterTerm = await settle(live, PLANNED_BOUND_MS, 'SIGTERM');
     record('SIGTERM', termed.app.signalledAt!, afterTerm.at, PLANNED_BOUND_MS);
+    offTable.push(...movesOffTable(live, before, ids(live), from));
 
+    [before, from] = [ids(live), Date.now()];
     const killed = live[0];
     killed.app.kill('SIGKILL');
     remove(killed);
     const afterKill = await settle(live, CRASH_BOUND_MS, 'SIGKILL');
     record('SIGKILL', killed.app.signalledAt!, afterKill.at, CRASH_BOUND_MS);
+    offTable.push(...movesOffTable(live, before, ids(live), from));
 
     const paused = live[0];
     const others = live.filter((c) => c !== paused);
     paused.app.kill('SIGSTOP');
     const afterStop = await settle(others, CRASH_BOUND_MS, 'SIGSTOP');
     record('SIGSTOP', paused.app.signalledAt!, afterStop.at, CRASH_BOUND_MS);
+    offTable.push(...movesOffTable(others, ids(live), ids(others), paused.app.signalledAt!));
     paused.app.kill('SIGCONT');
     const back = await settle(live, PLANNED_BOUND_MS + TTL_MS, 'SIGCONT');
     record('SIGCONT (rejoin)', paused.app.signalledAt!, back.at, PLANNED_BOUND_MS + TTL_MS);
@@ -454,11 +501,11 @@ describe('cooperative sharding under faults, 5 instances on one dev agent', () =
     // and the table of all of them is in force everywhere again.
     const killedAt = Date.now();
     await agent.restart();
-    const ids = live.map((c) => c.serviceId).sort();
+    const all = ids(live).sort();
     const restoredAt = await waitFor(
       async () =>
-        JSON.stringify(await agent.api().passingIds(`${SERVICE}-coop`)) === JSON.stringify(ids) &&
-        settledOn(live, ids, PARTITIONS) &&
+        JSON.stringify(await agent.api().passingIds(`${SERVICE}-coop`)) === JSON.stringify(all) &&
+        settledOn(live, all, PARTITIONS) &&
         Date.now(),
       { timeoutMs: CRASH_BOUND_MS + 20_000, intervalMs: 20, message: 'cooperative agent restart' },
     );
@@ -476,6 +523,7 @@ describe('cooperative sharding under faults, 5 instances on one dev agent', () =
         ` (planned bound ${PLANNED_BOUND_MS}ms, crash bound ${CRASH_BOUND_MS}ms)`,
       { faults },
     );
+    expect(offTable).toEqual([]);
     expect(faults.filter((f) => f.restoreMs > f.boundMs)).toEqual([]);
   }, 300_000);
 });

@@ -190,6 +190,8 @@ export interface FencedWrite {
   seq: number;
   /** When the write began (its read of the store); `t`: when it completed. */
   startedAt: number;
+  /** The agent incarnation whose owners share these keys (its node ID). */
+  store: string;
   t: number;
 }
 
@@ -202,6 +204,7 @@ export function fencedWrites(children: readonly ShardChild[]): FencedWrite[] {
       accepted: e.accepted as boolean,
       seq: e.seq as number,
       startedAt: e.startedAt as number,
+      store: e.store as string,
       t: e.t,
     })),
   );
@@ -209,7 +212,8 @@ export function fencedWrites(children: readonly ShardChild[]): FencedWrite[] {
 
 /**
  * Accepted writes whose token is lower than one the store accepted before it, in the store's own
- * order (its write count, `seq`; CAS makes every accepted write follow exactly one other).
+ * order (its write count, `seq`; CAS makes every accepted write follow exactly one other), per
+ * key (`store`: the agent incarnation the writer's ownership began on).
  * `wipes`: when the store was emptied (a restarted dev agent: a moment while no agent answers);
  * each starts a new history. Writes are split by time, not by `seq` going back to 1: a
  * write the store took whose answer never arrived (aborted) is missing from the children's logs.
@@ -221,8 +225,12 @@ export function staleAcceptedWrites(
   const history = new Map<string, FencedWrite[]>();
   for (const w of writes) {
     if (!w.accepted) continue;
+    // Begun on the old agent, finished on the new one: its compare-and-set index came from the
+    // old store and can match an unrelated index of the new one, so its place in either history
+    // is unknown (tokens do not span a wiped store anyway).
+    if (wipes.some((at) => w.startedAt < at && w.t > at)) continue;
     const epoch = wipes.filter((at) => at <= w.t).length;
-    const key = `${w.p}/${epoch}`;
+    const key = `${w.store}/${w.p}/${epoch}`;
     let list = history.get(key);
     if (!list) history.set(key, (list = []));
     list.push(w);
