@@ -375,20 +375,24 @@ describe('exclusive sharding on a 3-server cluster, instances on two client agen
       { timeoutMs: 30_000, intervalMs: 50, message: 'a new leader should be elected' },
     );
     const electionMs = Date.now() - killedAt;
-    // Leases, sessions and locks are checked for longer than a TTL + lock-delay after the
-    // election: a lapse or an invalidation would show in that time. Writes must resume.
+    // Counted, not slept: every partition's owner keeps writing (owns(p) true, its token
+    // accepted) for longer than a TTL + lock-delay after the election — a lapse, an invalidated
+    // session or a lost lock would stop it within that time. Writes go every 50 ms.
     const electedAt = Date.now();
+    const windowWrites = Math.ceil((TTL_MS + LOCK_DELAY_MS + 1_000) / 50);
     await waitFor(
-      () =>
-        fencedWrites(children).filter((w) => w.accepted && w.t > electedAt).length >=
-        PARTITIONS * 10,
-      { timeoutMs: 20_000, message: 'the owners should write again after the election' },
+      () => {
+        const after = fencedWrites(children).filter((w) => w.accepted && w.t > electedAt);
+        return Array.from({ length: PARTITIONS }, (_, p) => p).every(
+          (p) => after.filter((w) => w.p === p).length >= windowWrites,
+        );
+      },
+      {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+        message: `every partition written ${windowWrites}× by its owner after the election`,
+      },
     );
-    await waitFor(() => Date.now() - electedAt > TTL_MS + LOCK_DELAY_MS + 1_000 && true, {
-      timeoutMs: 30_000,
-      intervalMs: 100,
-      message: 'observation window',
-    });
     const changes = children.flatMap((c, i) => c.app.all('assignment').slice(assignmentsBefore[i]));
     const released = changes.flatMap((e) => e.released as number[]);
     const writes = fencedWrites(children);
