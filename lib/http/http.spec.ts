@@ -3,21 +3,10 @@ import { LoadBalancer } from './load-balancer.js';
 import { OutlierEjection } from './outlier-ejection.js';
 import { RetryBudget } from './retry-budget.js';
 import { isServiceHost, mayRetry } from './retry-policy.js';
+import { seededRandom as prng } from '../../test/support/seeded-random.harness.js';
 
 const instances = (n: number): { serviceId: string }[] =>
   Array.from({ length: n }, (_, i) => ({ serviceId: `s${i}` }));
-
-/** A seeded PRNG (mulberry32): reproducible "random" picks. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('LoadBalancer', () => {
   it('round-robin spreads sequential picks evenly, one cursor per service', () => {

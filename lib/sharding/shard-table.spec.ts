@@ -1,5 +1,6 @@
 import { murmur3 } from './murmur3.js';
 import { ShardTable, type ShardMember } from './shard-table.js';
+import { seededRandom as prng } from '../../test/support/seeded-random.harness.js';
 
 /** The definition, written as plainly as possible: sort every (p, s) pair, then walk. */
 function reference(
@@ -30,18 +31,6 @@ function reference(
     if (balanceFactor <= 1 && h + 1 > Math.floor(quota(m))) spare--;
   }
   return owner;
-}
-
-/** A small seeded PRNG (mulberry32), so every property run is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomMembers(random: () => number, n: number, weighted = false): ShardMember[] {
