@@ -6,7 +6,15 @@ import {
   NoInstanceError,
   type DiscoveryModuleOptions,
 } from '../lib/index.js';
-import { startConsulAgent, stopAllAgents, TestApps, type ConsulAgent } from './support/index.js';
+import { murmur3 } from '../lib/sharding/murmur3.js';
+import {
+  shardTable,
+  startConsulAgent,
+  stopAllAgents,
+  TestApps,
+  waitFor,
+  type ConsulAgent,
+} from './support/index.js';
 
 // DiscoveryHttpClient against a real agent and real HTTP servers (in this process; the fault
 // scenarios with separate processes are for the HTTP reliability suite).
@@ -49,10 +57,15 @@ describe('DiscoveryHttpClient', () => {
     ...extra,
   });
 
-  async function register(name: string, backend: Backend, meta: Record<string, string> = {}) {
+  async function register(
+    name: string,
+    backend: Backend,
+    meta: Record<string, string> = {},
+    id = backend.id,
+  ): Promise<void> {
     await agent.api().registerService({
       Name: name,
-      ID: backend.id,
+      ID: id,
       Address: '127.0.0.1',
       Port: backend.port,
       Meta: meta,
@@ -163,17 +176,40 @@ describe('DiscoveryHttpClient', () => {
     expect((error as DiscoverySettingsError).paths).toEqual(['http.strategy']);
   });
 
+  it('shardKey reaches the owner of the key’s partition in the target’s published table', async () => {
+    const shard = { shardPartitions: '16', shardBalance: '1', shardWeight: '1' };
+    // The same servers as a second, sharded service (they answer with their echo-N name).
+    for (const b of backends) await register('sharded', b, shard, `sharded-${b.id}`);
+    const app = await apps.create(options());
+    const http = app.get(DiscoveryHttpClient);
+    const table = shardTable(
+      backends.map((b) => `sharded-${b.id}`),
+      16,
+    );
+    for (const key of ['order-1', 'order-2', 'customer-77', 'zürich', '']) {
+      const owner = table.ownerOf(murmur3(key) % 16);
+      const response = await http.fetch('http://sharded/by-key', { shardKey: key });
+      expect(`sharded-${await response.text()}`).toBe(owner);
+      expect(http.choose('sharded', { shardKey: key })?.serviceId).toBe(owner);
+    }
+    // A target that publishes no table cannot be routed by key.
+    const error: unknown = await http.fetch('http://echo/x', { shardKey: 'k' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const cause = (error as Error & { cause?: unknown }).cause ?? error;
+    expect(cause).toBeInstanceOf(DiscoverySettingsError);
+    expect((cause as DiscoverySettingsError).paths).toEqual(['shardKey']);
+  });
+
   it('choose() picks from memory; a name not watched yet starts its watch and gives undefined', async () => {
     const app = await apps.create(options());
     const http = app.get(DiscoveryHttpClient);
     expect(http.choose('echo')).toBeUndefined();
-    const picked = await new Promise<string | undefined>((resolve) => {
-      const poll = (): void => {
-        const instance = http.choose('echo');
-        if (instance) resolve(instance.serviceId);
-        else setTimeout(poll, 10);
-      };
-      poll();
+    const picked = await waitFor(() => http.choose('echo')?.serviceId, {
+      timeoutMs: 5_000,
+      intervalMs: 10,
+      message: 'choose() answers once the watch has its first set',
     });
     expect(['echo-1', 'echo-2', 'echo-3']).toContain(picked);
   });
