@@ -1,12 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Agent, Dispatcher, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
-import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
-import { murmur3 } from '../sharding/murmur3.js';
-import { shardInput } from '../sharding/shard-membership.js';
-import { ShardTable } from '../sharding/shard-table.js';
+import { shardRoute } from '../sharding/shard-route.js';
 import { WatchRegistry } from '../watch/watch.registry.js';
 import { checkCallOptions, checkRequestUrl } from './http.arguments.js';
 import { CALL_OPTIONS, discoveryInterceptor, type CallOptions } from './discovery.interceptor.js';
@@ -14,7 +11,6 @@ import { LoadBalancer } from './load-balancer.js';
 import { OutlierEjection } from './outlier-ejection.js';
 import { RetryBudget } from './retry-budget.js';
 import { ServiceResolver } from './service-resolver.js';
-import { shardKeyWithoutTableMessage } from '../errors/error-messages.js';
 
 export interface DiscoveryRequestInit extends RequestInit {
   /** The whole call, all attempts included, until the response headers. */
@@ -93,16 +89,7 @@ export class DiscoveryHttpClient {
     if (!known || known.length === 0) return undefined;
     const eligible = this.ejection.eligible(known);
     if (options.shardKey === undefined) return this.balancer.pick(service, eligible);
-    const input = shardInput(known);
-    if (!input) {
-      throw new DiscoverySettingsError(
-        [{ path: 'shardKey', reasons: [shardKeyWithoutTableMessage(service)] }],
-        'DiscoveryHttpClient arguments',
-      );
-    }
-    const table = new ShardTable(input.members, input.options);
-    const partition = murmur3(options.shardKey) % input.options.partitions;
-    const order = [table.ownerOf(partition), ...table.ranked(partition)];
+    const order = shardRoute(service, known, options.shardKey);
     return order.map((id) => eligible.find((i) => i.serviceId === id)).find(Boolean);
   }
 

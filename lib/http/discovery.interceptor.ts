@@ -1,14 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { DecoratorHandler, type Dispatcher } from 'undici';
-import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
-import { httpTimeoutMessage, shardKeyWithoutTableMessage } from '../errors/error-messages.js';
+import { httpTimeoutMessage } from '../errors/error-messages.js';
 import { NoInstanceError } from '../errors/no-instance.error.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import type { HttpSettings } from '../settings/discovery.settings.js';
-import { murmur3 } from '../sharding/murmur3.js';
-import { shardInput } from '../sharding/shard-membership.js';
-import { ShardTable } from '../sharding/shard-table.js';
+import { shardRoute } from '../sharding/shard-route.js';
 import type { LoadBalancer } from './load-balancer.js';
 import type { OutlierEjection } from './outlier-ejection.js';
 import { prepareBody } from './request-body.js';
@@ -135,7 +132,7 @@ class DiscoveryCall {
       this.replayable = prepared.replayable;
       this.candidates = await this.parts.resolver.instances(this.service);
       if (this.options.shardKey !== undefined)
-        this.shardOrder = this.shardRoute(this.options.shardKey);
+        this.shardOrder = shardRoute(this.service, this.candidates, this.options.shardKey);
     } catch (error) {
       this.fail(error as Error);
       return;
@@ -171,21 +168,6 @@ class DiscoveryCall {
       return eligible.find((i) => i.serviceId === id);
     }
     return this.parts.balancer.pick(this.service, this.parts.ejection.eligible(untried));
-  }
-
-  /** The partition's owner in the target's table, then its next-ranked instances. */
-  private shardRoute(key: string): string[] {
-    const input = shardInput(this.candidates);
-    if (!input) {
-      throw new DiscoverySettingsError(
-        [{ path: 'shardKey', reasons: [shardKeyWithoutTableMessage(this.service)] }],
-        'DiscoveryHttpClient arguments',
-      );
-    }
-    const table = new ShardTable(input.members, input.options);
-    const partition = murmur3(key) % input.options.partitions;
-    const owner = table.ownerOf(partition);
-    return [owner!, ...table.ranked(partition).filter((id) => id !== owner)];
   }
 
   /** Another attempt on an untried instance, if the rules, the body and the budget allow. */

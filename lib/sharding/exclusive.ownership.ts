@@ -50,7 +50,7 @@ export class ExclusiveOwnership implements Ownership {
   private reconcileAgain = false;
   private retryTimer?: NodeJS.Timeout;
   private lapseTimer?: NodeJS.Timeout;
-  private passes?: Subscription;
+  private subscriptions?: Subscription;
   private readonly abort = new AbortController();
   private prefixLoop: Promise<void> = Promise.resolve();
   private prefixFailing = false;
@@ -75,10 +75,10 @@ export class ExclusiveOwnership implements Ownership {
   }
 
   start(): void {
-    this.passes = this.registration.passed$.subscribe(() => this.onPass());
+    this.subscriptions = this.registration.passed$.subscribe(() => this.onPass());
     // The agent lost its state: the session and its locks with it. Let go at once instead of
     // waiting for the lease or the prefix to tell.
-    this.passes.add(this.registration.lost$.subscribe(() => this.lapse(true)));
+    this.subscriptions.add(this.registration.lost$.subscribe(() => this.lapse(true)));
     if (this.registration.lastPassAt !== undefined) this.onPass();
     const { watch, retry } = this.settings;
     this.prefixLoop = followBlockingQuery({
@@ -128,7 +128,7 @@ export class ExclusiveOwnership implements Ownership {
 
   async stop(deadline: number): Promise<void> {
     this.abort.abort();
-    this.passes?.unsubscribe();
+    this.subscriptions?.unsubscribe();
     clearTimeout(this.retryTimer);
     clearTimeout(this.lapseTimer);
     this.target.clear();

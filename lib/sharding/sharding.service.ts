@@ -15,10 +15,10 @@ import { WatchRegistry } from '../watch/watch.registry.js';
 import type { ServiceWatch } from '../watch/service-watch.js';
 import { CooperativeOwnership } from './cooperative.ownership.js';
 import { ExclusiveOwnership } from './exclusive.ownership.js';
-import { murmur3 } from './murmur3.js';
 import type { Ownership } from './ownership.js';
 import { PartitionWorkers, type PartitionHandler } from './partition-workers.js';
 import { SettleWindow } from './settle-window.js';
+import { keyPartition } from './shard-route.js';
 import { shardInput } from './shard-membership.js';
 import { ShardTable } from './shard-table.js';
 
@@ -79,7 +79,7 @@ export class ShardingService {
   /** murmur3 x86 32-bit (seed 0) of the key's UTF-8 bytes, mod `sharding.partitions`. */
   partitionOf(key: string): number {
     const partitions = this.requireConfig().partitions;
-    return murmur3(checkShardKey(key)) % partitions;
+    return keyPartition(checkShardKey(key), partitions);
   }
 
   /** The instance the current table gives the partition (or the key's partition) to. */
