@@ -1,7 +1,11 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { HttpModule, HttpService } from '@nestjs/axios';
+import { isAxiosError } from 'axios';
+import { firstValueFrom } from 'rxjs';
 import {
   DiscoveryHttpClient,
+  DiscoveryModule,
   DiscoverySettingsError,
   NoInstanceError,
   type DiscoveryModuleOptions,
@@ -212,5 +216,61 @@ describe('DiscoveryHttpClient', () => {
       message: 'choose() answers once the watch has its first set',
     });
     expect(['echo-1', 'echo-2', 'echo-3']).toContain(picked);
+  });
+
+  it('@nestjs/axios HttpService with the adapter: balanced, retried, statuses and errors as axios', async () => {
+    const app = await apps.compile({
+      imports: [
+        DiscoveryModule.forRoot({ ...options(), isGlobal: true }),
+        HttpModule.registerAsync({
+          inject: [DiscoveryHttpClient],
+          useFactory: (client: DiscoveryHttpClient) => ({ adapter: client.axiosAdapter() }),
+        }),
+      ],
+    });
+    await app.init();
+    const http = app.get(HttpService);
+    backends[2].status = 503;
+    const answers: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const response = await firstValueFrom(
+        http.get<string>('http://echo/whoami', { params: { n: i }, responseType: 'text' }),
+      );
+      expect(response.status).toBe(200);
+      answers.push(response.data);
+    }
+    // echo-3's 503 is retried elsewhere, then it is ejected: the caller only sees 200s.
+    expect(new Set(answers)).toEqual(new Set(['echo-1', 'echo-2']));
+    expect(backends[0].received[0]).toBe('GET /whoami?n=0 ');
+    const posted = await firstValueFrom(http.post('http://echo/orders', { id: 7 }));
+    expect(posted.status).toBe(200);
+    const sent = backends.flatMap((b) => b.received.filter((r) => r.startsWith('POST')));
+    expect(sent).toEqual(['POST /orders {"id":7}']);
+    // A refused status rejects as axios does, with the response; no instance → an AxiosError
+    // whose cause is NoInstanceError.
+    backends[0].status = 404;
+    backends[1].status = 404;
+    const refused: unknown = await firstValueFrom(http.get('http://echo/missing')).catch(
+      (e: unknown) => e,
+    );
+    expect(isAxiosError(refused) && refused.response?.status).toBe(404);
+    const none: unknown = await firstValueFrom(http.get('http://nobody/x')).catch(
+      (e: unknown) => e,
+    );
+    expect(isAxiosError(none) && none.cause).toBeInstanceOf(NoInstanceError);
+  });
+
+  it('plain fetch(url, { dispatcher }) resolves and balances through the dispatcher', async () => {
+    const app = await apps.create(options());
+    const { dispatcher } = app.get(DiscoveryHttpClient);
+    const answers = new Map<string, number>();
+    for (let i = 0; i < 30; i++) {
+      const response = await fetch('http://echo/whoami', {
+        dispatcher,
+      } as RequestInit & { dispatcher: unknown });
+      const who = await response.text();
+      answers.set(who, (answers.get(who) ?? 0) + 1);
+    }
+    expect([...answers.values()]).toEqual([10, 10, 10]);
   });
 });

@@ -55,3 +55,9 @@ export const httpTimeoutMessage = (what: string, target: string, timeoutMs: numb
 
 export const shardKeyWithoutTableMessage = (service: string): string =>
   `shardKey needs a sharded target: no passing instance of "${service}" publishes meta.shardPartitions`;
+
+export const axiosMissingMessage = (): string =>
+  'DiscoveryHttpClient.axiosAdapter() needs the optional peer "axios": npm install axios';
+
+export const axiosBodyMessage = (kind: string): string =>
+  `The axios adapter sends strings, Buffers, ArrayBuffers, typed arrays and Readable streams; got ${kind}`;

@@ -1,10 +1,12 @@
 import { Inject, Injectable } from '@nestjs/common';
+import type { AxiosAdapter } from 'axios';
 import { Agent, Dispatcher, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
 import { WatchRegistry } from '../watch/watch.registry.js';
+import { createAxiosAdapter } from './axios.adapter.js';
 import { checkCallOptions, checkRequestUrl } from './http.arguments.js';
 import { CALL_OPTIONS, discoveryInterceptor, type CallOptions } from './discovery.interceptor.js';
 import { LoadBalancer } from './load-balancer.js';
@@ -51,6 +53,7 @@ export class DiscoveryHttpClient {
   private readonly resolver: ServiceResolver;
   private readonly balancer: LoadBalancer;
   private readonly ejection: OutlierEjection;
+  private axios?: AxiosAdapter;
 
   constructor(@Inject(DISCOVERY_SETTINGS) settings: DiscoverySettings, watches: WatchRegistry) {
     const { http, consul } = settings;
@@ -78,6 +81,15 @@ export class DiscoveryHttpClient {
         ? this.dispatcher
         : new CallDispatcher(this.dispatcher, { deadlineMs, idempotent, shardKey });
     return undiciFetch(input, { ...rest, dispatcher });
+  }
+
+  /**
+   * For `@nestjs/axios`: `HttpModule.registerAsync({ inject: [DiscoveryHttpClient], useFactory:
+   * (client) => ({ adapter: client.axiosAdapter() }) })`. Imports the optional peer `axios` on the
+   * first call.
+   */
+  axiosAdapter(): AxiosAdapter {
+    return (this.axios ??= createAxiosAdapter(this.dispatcher));
   }
 
   /**
