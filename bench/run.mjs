@@ -1,5 +1,7 @@
 // `npm run bench`: starts a Consul dev agent on free loopback ports, runs every section against
 // it, prints a table and writes bench/results.json. Needs `node --expose-gc` and a built dist/.
+// `npm run bench -- http sharding` runs only the named sections (results.json is then not
+// written, so the stored full run stays whole).
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import process from 'node:process';
@@ -12,10 +14,12 @@ import { propagationSection } from './propagation.mjs';
 import { scaleSection } from './scale.mjs';
 import { shardingSection } from './sharding.mjs';
 import { shardingFailoverSection } from './sharding-failover.mjs';
+import { httpSection } from './http.mjs';
 import { formatNs, formatRatio, renderTable } from './stats.mjs';
 import { startConsulAgent } from '../.tmp/toolkit/toolkit.js';
 
 const RESULTS = fileURLToPath(new URL('./results.json', import.meta.url));
+const only = process.argv.slice(2);
 
 function machine(consulVersion) {
   const cpus = os.cpus();
@@ -109,7 +113,9 @@ async function main() {
     ['scale', scaleSection],
     ['sharding', shardingSection],
     ['shardingFailover', shardingFailoverSection],
-  ];
+    ['http', httpSection],
+  ].filter(([key]) => only.length === 0 || only.includes(key));
+  if (sections.length === 0) throw new Error(`no section named ${only.join(', ')}`);
   let failed = false;
   for (const [key, run] of sections) {
     const t0 = Date.now();
@@ -131,6 +137,7 @@ async function main() {
     `Total ${results.totalSeconds} s. Durations: median = p50, p99 by nearest rank. ` +
       'Ratios compare medians.',
   );
+  if (only.length > 0) return;
   writeFileSync(RESULTS, `${JSON.stringify(results, bigintSafe, 2)}\n`);
   console.log(`Wrote ${RESULTS}`);
   if (failed) process.exitCode = 1;

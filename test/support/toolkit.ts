@@ -11,6 +11,7 @@ export * from './consul-api.harness.js';
 export * from './consul-cluster.harness.js';
 export * from './consul-process.harness.js';
 export * from './counting-proxy.harness.js';
+export * from './echo-servers.harness.js';
 export * from './ports.harness.js';
 export * from './shard-children.harness.js';
 export * from './wait-for.harness.js';
