@@ -8,7 +8,7 @@ import type { HttpSettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
 import type { LoadBalancer } from './load-balancer.js';
 import type { OutlierEjection } from './outlier-ejection.js';
-import { prepareBody } from './request-body.js';
+import { isReplayableAsIs, prepareBody, type PreparedBody } from './request-body.js';
 import type { RetryBudget } from './retry-budget.js';
 import { isServiceHost, mayRetry, type AttemptFailure } from './retry-policy.js';
 import type { ServiceResolver } from './service-resolver.js';
@@ -68,13 +68,32 @@ class Abandoned extends Error {}
 export function discoveryInterceptor(
   parts: InterceptorParts,
 ): Dispatcher.DispatcherComposeInterceptor {
+  const origins = new ServiceOrigins();
   return (dispatch) => (opts: DispatchOptions, handler: Handler) => {
-    const origin = new URL(String(opts.origin));
-    if (!isServiceHost(origin.hostname)) return dispatch(opts, handler);
-    const call = new DiscoveryCall(parts, dispatch, opts, handler, origin);
-    void call.start();
+    const origin = origins.get(String(opts.origin));
+    if (!origin) return dispatch(opts, handler);
+    new DiscoveryCall(parts, dispatch, opts, handler, origin).start();
     return true;
   };
+}
+
+const MAX_ORIGINS = 1024;
+
+/** Origin → its parsed URL when its host names a service, else `null`; parsed once per origin. */
+class ServiceOrigins {
+  private readonly parsed = new Map<string, URL | null>();
+
+  get(origin: string): URL | null {
+    let url = this.parsed.get(origin);
+    if (url === undefined) {
+      const candidate = new URL(origin);
+      url = isServiceHost(candidate.hostname) ? candidate : null;
+      // Pass-through origins are unbounded in number: start over rather than grow.
+      if (this.parsed.size >= MAX_ORIGINS) this.parsed.clear();
+      this.parsed.set(origin, url);
+    }
+    return url;
+  }
 }
 
 /** One logical request and its attempts. */
@@ -108,7 +127,8 @@ class DiscoveryCall {
     this.controller = new CallerController(this);
   }
 
-  async start(): Promise<void> {
+  /** The first attempt at once when the body and the passing set are at hand, else after both. */
+  start(): void {
     this.downstream.onRequestStart?.(this.controller, {});
     const deadlineMs = this.options.deadlineMs ?? this.parts.settings.timeouts.deadlineMs;
     if (deadlineMs !== undefined) {
@@ -122,20 +142,36 @@ class DiscoveryCall {
       }, deadlineMs);
       this.deadline.unref();
     }
+    this.parts.budget.request();
+    const known = this.parts.resolver.known(this.service);
+    if (known && known.length > 0 && isReplayableAsIs(this.opts.body)) {
+      this.ready({ body: this.opts.body, replayable: true }, known);
+    } else {
+      void this.prepare();
+    }
+  }
+
+  private async prepare(): Promise<void> {
     try {
-      this.parts.budget.request();
-      const prepared = await prepareBody(
-        this.opts.body,
-        this.parts.settings.retry.maxBufferedBodyBytes,
-      );
-      this.body = prepared.body as DispatchOptions['body'];
-      this.replayable = prepared.replayable;
-      this.candidates = await this.parts.resolver.instances(this.service);
-      if (this.options.shardKey !== undefined)
-        this.shardOrder = shardRoute(this.service, this.candidates, this.options.shardKey);
+      const { maxBufferedBodyBytes } = this.parts.settings.retry;
+      const prepared = await prepareBody(this.opts.body, maxBufferedBodyBytes);
+      this.ready(prepared, await this.parts.resolver.instances(this.service));
     } catch (error) {
       this.fail(error as Error);
-      return;
+    }
+  }
+
+  private ready(prepared: PreparedBody, candidates: readonly ServiceInstance[]): void {
+    this.body = prepared.body as DispatchOptions['body'];
+    this.replayable = prepared.replayable;
+    this.candidates = candidates;
+    if (this.options.shardKey !== undefined) {
+      try {
+        this.shardOrder = shardRoute(this.service, candidates, this.options.shardKey);
+      } catch (error) {
+        this.fail(error as Error);
+        return;
+      }
     }
     this.attempt();
   }
@@ -161,7 +197,8 @@ class DiscoveryCall {
   /** The next instance: the shard's ranked order, or the strategy over the eligible ones. */
   private pick(): ServiceInstance | undefined {
     const passing = this.parts.resolver.known(this.service) ?? this.candidates;
-    const untried = passing.filter((i) => !this.tried.has(i.serviceId));
+    const untried =
+      this.tried.size === 0 ? passing : passing.filter((i) => !this.tried.has(i.serviceId));
     if (this.shardOrder) {
       const eligible = this.parts.ejection.eligible(untried);
       const id = this.shardOrder.find((s) => eligible.some((i) => i.serviceId === s));

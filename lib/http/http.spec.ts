@@ -63,7 +63,9 @@ describe('OutlierEjection', () => {
     expect(ejection.eligible(four).map((i) => i.serviceId)).toEqual(['s1', 's2', 's3']);
     now = 30_001;
     expect(ejection.isEjected('s0')).toBe(false);
+    expect(ejection.eligible(four)).toHaveLength(4); // re-admitted
     for (let i = 0; i < 5; i++) ejection.failed('s0', four);
+    expect(ejection.eligible(four).map((i) => i.serviceId)).toEqual(['s1', 's2', 's3']);
     now += 59_999;
     expect(ejection.isEjected('s0')).toBe(true); // second time: 60 s
     now += 2;

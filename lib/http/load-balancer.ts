@@ -1,5 +1,7 @@
 import type { HttpStrategy } from '../settings/discovery.settings.js';
 
+const NOTHING = (): void => undefined;
+
 /**
  * Picks one of `candidates` (a service's eligible instances, in a stable order). Round-robin keeps
  * one cursor per service; least-request is the power of two choices on requests in flight.
@@ -35,6 +37,8 @@ export class LoadBalancer {
 
   /** A request to `serviceId` started; call the returned function when it ends. */
   started(serviceId: string): () => void {
+    // Only least-request reads the counts.
+    if (this.strategy !== 'least-request') return NOTHING;
     this.inflight.set(serviceId, this.load(serviceId) + 1);
     let ended = false;
     return () => {

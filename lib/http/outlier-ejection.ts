@@ -19,6 +19,8 @@ interface Record {
  */
 export class OutlierEjection {
   private readonly records = new Map<string, Record>();
+  /** When the last ejection in force ends: before it, some instance may be ejected. */
+  private ejectionsUntil = 0;
 
   constructor(
     private readonly policy: OutlierPolicy,
@@ -27,7 +29,12 @@ export class OutlierEjection {
 
   /** The instances to pick from: the passing ones minus those ejected now. */
   eligible<T extends { serviceId: string }>(passing: readonly T[]): readonly T[] {
+    if (this.ejectionsUntil === 0) return passing;
     const now = this.now();
+    if (now >= this.ejectionsUntil) {
+      this.ejectionsUntil = 0;
+      return passing;
+    }
     const eligible = passing.filter((i) => !this.isEjected(i.serviceId, now));
     return eligible.length * 2 < passing.length ? passing : eligible;
   }
@@ -56,6 +63,7 @@ export class OutlierEjection {
     record.failures = 0;
     record.ejectedUntil =
       now + Math.min(this.policy.maxEjectionMs, this.policy.baseEjectionMs * record.timesEjected);
+    this.ejectionsUntil = Math.max(this.ejectionsUntil, record.ejectedUntil);
     return true;
   }
 

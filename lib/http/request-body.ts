@@ -15,14 +15,20 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<Uint8Array | st
   );
 }
 
+/** Strings, bytes and no body can be sent again as they are. */
+export function isReplayableAsIs(body: DispatchBody): boolean {
+  return (
+    body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array
+  );
+}
+
 /**
  * Buffers a streamed body up to `maxBytes` so that it can be replayed; a larger one is passed on
  * whole (what was read first, then the rest) and is not replayable. Strings and bytes are
  * replayable as they are.
  */
 export async function prepareBody(body: DispatchBody, maxBytes: number): Promise<PreparedBody> {
-  if (body === undefined || body === null) return { body, replayable: true };
-  if (typeof body === 'string' || body instanceof Uint8Array) return { body, replayable: true };
+  if (isReplayableAsIs(body)) return { body, replayable: true };
   if (!isAsyncIterable(body)) return { body, replayable: false };
   const iterator = body[Symbol.asyncIterator]();
   const chunks: Uint8Array[] = [];

@@ -14,7 +14,7 @@ export class RetryBudget {
   constructor(
     private readonly budgetPercent: number,
     private readonly minPerSecond: number,
-    private readonly now: () => number = () => performance.now(),
+    private readonly now: () => number = Date.now,
   ) {
     this.bucketStart = now();
   }
