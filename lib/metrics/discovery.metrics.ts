@@ -42,6 +42,8 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
   static readonly noop = new DiscoveryMetrics();
 
   private readonly self: MetricAttributes = {};
+  /** Without the API nothing reads the sources: they are not kept (`noop` is shared). */
+  private readonly live: boolean;
   private readonly heartbeatFailures?: CounterInstrument;
   private readonly consulDuration?: HistogramInstrument;
   private readonly handoffDuration?: HistogramInstrument;
@@ -70,6 +72,7 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
   ) {
     if (self.name !== undefined) this.self['discovery.service.name'] = self.name;
     if (self.serviceId !== undefined) this.self['discovery.service.id'] = self.serviceId;
+    this.live = api !== undefined;
     if (!api) return;
     const meter = api.getMeter(METER_NAME);
     this.heartbeatFailures = meter.createCounter('discovery.heartbeat.failures', {
@@ -139,7 +142,7 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
 
   /** Self-registration: `current()` is read at each collection, `states` all report. */
   observeRegistration(states: readonly string[], current: () => string): void {
-    this.registration = { states, current };
+    if (this.live) this.registration = { states, current };
   }
 
   /** A beat that failed (how its request ended), or found the registration `lost`. */
@@ -158,12 +161,12 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
 
   /** The live watches, read at each collection. */
   observeWatches(watches: () => Iterable<WatchedSet>): void {
-    this.watches = watches;
+    if (this.live) this.watches = watches;
   }
 
   /** The owned partition count, read at each collection. */
   observePartitions(mode: string, owned: () => number): void {
-    this.partitions = { mode, owned };
+    if (this.live) this.partitions = { mode, owned };
   }
 
   /** `count` partitions gained after a handoff that began `seconds` ago. */

@@ -99,12 +99,17 @@ describe('DiscoveryMetrics without an SDK', () => {
 
   it('is cheap: the per-attempt HTTP calls cost nanoseconds, the others a few µs at most', () => {
     for (const m of [new DiscoveryMetrics(loadMetricsApi().api, SELF), new DiscoveryMetrics()]) {
+      // The best of several rounds: other processes on a loaded machine only ever add time.
       const perCallUs = (call: () => void): number => {
-        const calls = 50_000;
-        for (let i = 0; i < 1_000; i++) call(); // warm-up
-        const started = performance.now();
-        for (let i = 0; i < calls; i++) call();
-        return ((performance.now() - started) * 1000) / calls;
+        const calls = 20_000;
+        for (let i = 0; i < calls; i++) call(); // warm-up
+        let best = Infinity;
+        for (let round = 0; round < 5; round++) {
+          const started = performance.now();
+          for (let i = 0; i < calls; i++) call();
+          best = Math.min(best, ((performance.now() - started) * 1000) / calls);
+        }
+        return best;
       };
       // Measured under Jest here: picks, retries, ejections ~0.01 µs; heartbeat failures and
       // Consul requests (which accompany a request of milliseconds) ~1.3 µs.
