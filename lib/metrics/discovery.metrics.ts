@@ -38,7 +38,7 @@ const SECONDS_BUCKETS = [
  * several apps in one process stay apart; its observable callbacks end with the app.
  */
 export class DiscoveryMetrics implements OnApplicationShutdown {
-  /** Records nothing: for a `ConsulClient` built by hand. */
+  /** Records nothing: the default of classes built by hand (outside DI). */
   static readonly noop = new DiscoveryMetrics();
 
   private readonly self: MetricAttributes = {};
@@ -55,7 +55,7 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
   private partitions?: { mode: string; owned: () => number };
   private watches?: () => Iterable<WatchedSet>;
 
-  /** From the installed API, if any; a broken install is logged once and turns metrics off. */
+  /** From the installed API, if any; a broken install is logged and turns metrics off. */
   static create(self: MetricsSelf, loaded: LoadedMetricsApi = loadMetricsApi()): DiscoveryMetrics {
     if (loaded.failure) {
       new Logger(DiscoveryMetrics.name).warn(
