@@ -32,6 +32,7 @@ import type {
   RawTxnOperation,
   RawTxnResult,
 } from './consul.types.js';
+import type { ConsulLockTransport } from './consul.transport.js';
 
 export interface SessionDefinition {
   name: string;
@@ -89,7 +90,7 @@ interface PapiError extends Error {
  * types and its failures to our errors, and owns every socket and in-flight request, so
  * `close()` leaves nothing behind.
  */
-export class ConsulClient {
+export class ConsulClient implements ConsulLockTransport {
   /** `http(s)://host:port`, for messages (never carries the token). */
   readonly target: string;
   private readonly client: RawConsulClient;

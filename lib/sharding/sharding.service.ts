@@ -1,11 +1,12 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject, type Subscription } from 'rxjs';
-import { ConsulClient } from '../consul/consul.client.js';
+import { hasLocks, type ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import {
   checkHandler,
   checkPartition,
   checkShardKey,
+  exclusiveNeedsLocks,
   shardingOff,
 } from '../protocol/sharding.arguments.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
@@ -63,17 +64,28 @@ export class ShardingService {
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
-    @Inject(CONSUL_CLIENT) client: ConsulClient,
+    @Inject(CONSUL_CLIENT) client: ConsulTransport,
     private readonly watches: WatchRegistry,
     private readonly registration: SelfRegistration,
   ) {
     this.config = settings.sharding;
     if (!this.config) return;
     const changed = (acquired: number[], released: number[]): void => this.emit(acquired, released);
-    this.ownership =
-      this.config.mode === 'exclusive'
-        ? new ExclusiveOwnership(settings, client, registration, this.workers, changed, this.logger)
-        : new CooperativeOwnership(this.config, this.workers, changed);
+    if (this.config.mode === 'cooperative') {
+      this.ownership = new CooperativeOwnership(this.config, this.workers, changed);
+    } else if (hasLocks(client)) {
+      this.ownership = new ExclusiveOwnership(
+        settings,
+        client,
+        registration,
+        this.workers,
+        changed,
+        this.logger,
+      );
+    } else {
+      // The in-memory transport of @athomic/discovery/testing has no sessions or KV locks.
+      throw exclusiveNeedsLocks(client.target);
+    }
   }
 
   /** murmur3 x86 32-bit (seed 0) of the key's UTF-8 bytes, mod `sharding.partitions`. */

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { ConsulClient } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import type { DiscoveryQuery } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
@@ -21,7 +21,7 @@ export class WatchRegistry {
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) settings: DiscoverySettings,
-    @Inject(CONSUL_CLIENT) private readonly client: ConsulClient,
+    @Inject(CONSUL_CLIENT) private readonly client: ConsulTransport,
   ) {
     const { watch, retry } = settings;
     this.maxLongPolls = watch.maxLongPolls;
