@@ -18,6 +18,8 @@ import {
 import { InMemoryDiscovery } from './in-memory-discovery.js';
 import { InMemoryCatalog } from './in-memory.catalog.js';
 import { InMemoryTransport } from './in-memory.transport.js';
+import { createDiscoverySettings } from '../settings/discovery-settings.factory.js';
+import { WatchRegistry } from '../watch/watch.registry.js';
 
 const LONG_WAIT: BlockingReadOptions = { waitMs: 60_000, longPoll: true };
 const instance = (serviceId: string, port = 5000) => ({
@@ -139,6 +141,38 @@ describe('InMemoryTransport', () => {
     expect(error).toBeInstanceOf(ConsulResponseError);
     // What makes self-registration re-register at once (self-repair).
     expect(isUnknownCheck(error)).toBe(true);
+  });
+});
+
+describe('InMemoryTransport under the change feed (names beyond watch.maxLongPolls)', () => {
+  it('the real WatchRegistry follows names through /v1/health/state/any and /v1/catalog/services', async () => {
+    const catalog = new InMemoryCatalog();
+    const transport = new InMemoryTransport(catalog);
+    const settings = createDiscoverySettings(
+      { autoRegister: false, watch: { maxLongPolls: 1 } },
+      {},
+    );
+    const registry = new WatchRegistry(settings, transport);
+    catalog.declare('orders', [instance('orders-1')]);
+    catalog.declare('billing', [{ ...instance('billing-1'), name: 'billing' }]);
+    const polled = registry.acquire('billing');
+    const fed = registry.acquire('orders');
+    const sets: string[][] = [];
+    const subscription = fed.instances$.subscribe((set) => sets.push(set.map((i) => i.serviceId)));
+    const next = (n: number) => firstValueFrom(fed.instances$.pipe(filter(() => sets.length >= n)));
+
+    await next(1);
+    catalog.declare('orders', [instance('orders-1'), instance('orders-2')]);
+    await next(2);
+    catalog.setPassing('orders-1', false);
+    await next(3);
+    expect(sets).toEqual([['orders-1'], ['orders-1', 'orders-2'], ['orders-2']]);
+
+    subscription.unsubscribe();
+    registry.release(fed);
+    registry.release(polled);
+    await registry.closeAll();
+    transport.close();
   });
 });
 
