@@ -11,9 +11,9 @@ import type { ServiceInstance } from '../protocol/service-discovery.protocol.js'
 
 /**
  * What the module's classes use of Consul: the agent's registrations, health reads (blocking
- * queries with indexes) and the client's lifetime. `ConsulClient` implements it on a real agent;
- * `@athomic/discovery/testing` implements it in memory, so the same watches, registration state
- * machine, sharding and HTTP client run on both.
+ * queries with indexes), sessions and KV locks (exclusive sharding) and the client's lifetime.
+ * `ConsulClient` implements it on a real agent; `@athomic/discovery/testing` implements it in
+ * memory, so the same watches, registration state machine, sharding and HTTP client run on both.
  */
 export interface ConsulTransport {
   /** Where requests go, for messages (never carries the token). */
@@ -32,20 +32,13 @@ export interface ConsulTransport {
   ): Promise<IndexedResult<ServiceInstance[]>>;
   watchCheckStates(options: BlockingReadOptions): Promise<IndexedResult<RawHealthCheck[]>>;
   watchServiceNames(options: BlockingReadOptions): Promise<IndexedResult<Record<string, string[]>>>;
-  /** Ends every request in flight; idempotent. */
-  close(): void;
-}
-
-/** Sessions and KV locks, for exclusive sharding: only a real agent has them. */
-export interface ConsulLockTransport extends ConsulTransport {
+  // Sessions and KV locks, for exclusive sharding.
   createSession(session: SessionDefinition): Promise<string>;
   destroySession(id: string): Promise<void>;
   sessionExists(id: string, options?: CallOptions): Promise<boolean>;
   lock(key: string, session: string, value: string): Promise<LockAttempt>;
   unlock(key: string, session: string): Promise<boolean>;
   watchPrefix(prefix: string, options: BlockingReadOptions): Promise<IndexedResult<LockEntry[]>>;
-}
-
-export function hasLocks(transport: ConsulTransport): transport is ConsulLockTransport {
-  return typeof (transport as Partial<ConsulLockTransport>).lock === 'function';
+  /** Ends every request in flight; idempotent. */
+  close(): void;
 }

@@ -56,8 +56,5 @@ export const httpTimeoutMessage = (what: string, target: string, timeoutMs: numb
 export const shardKeyWithoutTableMessage = (service: string): string =>
   `shardKey needs a sharded target: no passing instance of "${service}" publishes meta.shardPartitions`;
 
-export const exclusiveNeedsLocksMessage = (target: string): string =>
-  `sharding.mode 'exclusive' needs Consul (sessions and KV locks); ${target} has none: use 'cooperative', or a real agent`;
-
 export const unknownInstanceMessage = (serviceId: string): string =>
   `serviceId "${serviceId}" is not an instance known to InMemoryDiscovery`;

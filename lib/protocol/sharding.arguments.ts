@@ -1,6 +1,5 @@
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import {
-  exclusiveNeedsLocksMessage,
   handlerMessage,
   partitionOutOfRangeMessage,
   shardKeyMessage,
@@ -41,11 +40,4 @@ export function shardingOff(): DiscoverySettingsError {
     [{ path: 'sharding.partitions', reasons: [shardingOffMessage()] }],
     SUBJECT,
   );
-}
-
-/** Exclusive mode on a transport without Consul's sessions and KV locks (the in-memory double). */
-export function exclusiveNeedsLocks(target: string): DiscoverySettingsError {
-  return new DiscoverySettingsError([
-    { path: 'sharding.mode', reasons: [exclusiveNeedsLocksMessage(target)] },
-  ]);
 }

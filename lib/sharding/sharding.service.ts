@@ -1,12 +1,11 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject, type Subscription } from 'rxjs';
-import { hasLocks, type ConsulTransport } from '../consul/consul.transport.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import {
   checkHandler,
   checkPartition,
   checkShardKey,
-  exclusiveNeedsLocks,
   shardingOff,
 } from '../protocol/sharding.arguments.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
@@ -71,21 +70,10 @@ export class ShardingService {
     this.config = settings.sharding;
     if (!this.config) return;
     const changed = (acquired: number[], released: number[]): void => this.emit(acquired, released);
-    if (this.config.mode === 'cooperative') {
-      this.ownership = new CooperativeOwnership(this.config, this.workers, changed);
-    } else if (hasLocks(client)) {
-      this.ownership = new ExclusiveOwnership(
-        settings,
-        client,
-        registration,
-        this.workers,
-        changed,
-        this.logger,
-      );
-    } else {
-      // The in-memory transport of @athomic/discovery/testing has no sessions or KV locks.
-      throw exclusiveNeedsLocks(client.target);
-    }
+    this.ownership =
+      this.config.mode === 'exclusive'
+        ? new ExclusiveOwnership(settings, client, registration, this.workers, changed, this.logger)
+        : new CooperativeOwnership(this.config, this.workers, changed);
   }
 
   /** murmur3 x86 32-bit (seed 0) of the key's UTF-8 bytes, mod `sharding.partitions`. */

@@ -16,7 +16,7 @@ export interface DiscoveryTestingModuleOptions {
   services?: Record<string, InMemoryInstance[]>;
   /** This instance: registered at bootstrap (address `127.0.0.1`), heartbeated, deregistered at shutdown. */
   self?: { name: string; port: number; serviceId?: string };
-  /** As `DiscoveryModule`'s `sharding`; `'cooperative'` only (exclusive needs Consul's locks). */
+  /** As `DiscoveryModule`'s `sharding` (both modes). */
   sharding?: DiscoveryModuleOptions['sharding'];
   isGlobal?: boolean;
 }

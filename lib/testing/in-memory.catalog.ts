@@ -2,6 +2,12 @@ import { serviceCheckId } from '../consul/agent-definition.js';
 import type { RawHealthCheck } from '../consul/consul.types.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 
+/** `service:<id>` (`serviceCheckId`) → `<id>`; `''` for any other check. */
+export function serviceIdOfCheck(checkId: string): string {
+  const prefix = serviceCheckId('');
+  return checkId.startsWith(prefix) ? checkId.slice(prefix.length) : '';
+}
+
 /** The node every in-memory instance sits on, unless the test names another. */
 export const IN_MEMORY_NODE = 'in-memory';
 
@@ -25,8 +31,9 @@ interface Entry {
 
 /**
  * The membership of the in-memory double, with Consul's raft-like indexes: every change bumps
- * one index, and the names it touched remember it, so a blocking query on a name wakes only for
- * that name. Pure state; `onChange` listeners are how blocking queries wake (no timers here).
+ * one index (shared with the KV locks of `in-memory.locks.ts`, as Consul's raft index is), and
+ * the names it touched remember it, so a blocking query on a name wakes only for that name. Pure
+ * state; `onChange` listeners are how blocking queries wake (no timers here).
  */
 export class InMemoryCatalog {
   private readonly entries = new Map<string, Entry>();
@@ -121,6 +128,12 @@ export class InMemoryCatalog {
     return this.entries.has(serviceId);
   }
 
+  /** Whether the instance is passing; `undefined` when it is unknown. */
+  isPassing(serviceId: string): boolean | undefined {
+    const entry = this.entries.get(serviceId);
+    return entry && isPassing(entry);
+  }
+
   /** Passing instances of `name` matching `query`, sorted by `serviceId`, as fresh copies. */
   passing(name: string, query: DiscoveryQuery = {}): ServiceInstance[] {
     const found: ServiceInstance[] = [];
@@ -156,7 +169,8 @@ export class InMemoryCatalog {
     return names;
   }
 
-  private commit(names: Set<string>): void {
+  /** Records a change (of `names`' instances, or none: the KV store) and wakes the listeners. */
+  commit(names: ReadonlySet<string> = new Set()): void {
     this.lastIndex++;
     for (const name of names) this.nameIndexes.set(name, this.lastIndex);
     for (const listener of [...this.listeners]) listener();

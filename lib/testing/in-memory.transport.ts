@@ -1,4 +1,11 @@
-import type { BlockingReadOptions, ReadOptions } from '../consul/consul.client.js';
+import type {
+  BlockingReadOptions,
+  CallOptions,
+  LockAttempt,
+  LockEntry,
+  ReadOptions,
+  SessionDefinition,
+} from '../consul/consul.client.js';
 import type { ConsulTransport } from '../consul/consul.transport.js';
 import type {
   AgentServiceDefinition,
@@ -9,25 +16,28 @@ import { ConsulResponseError } from '../errors/consul-response.error.js';
 import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
 import { abortedMessage, closedMessage } from '../errors/error-messages.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
-import { IN_MEMORY_NODE, type InMemoryCatalog } from './in-memory.catalog.js';
+import { IN_MEMORY_NODE, serviceIdOfCheck, type InMemoryCatalog } from './in-memory.catalog.js';
+import { InMemoryLocks } from './in-memory.locks.js';
 
 /** The address the in-memory agent gives a registration without one (its own). */
 export const IN_MEMORY_ADDRESS = '127.0.0.1';
 
-const CHECK_PREFIX = 'service:';
-
 /**
- * `ConsulTransport` on the in-memory catalog, answering as the agent does: blocking queries wait
- * for a change of their index (woken by the catalog, not polled) or their wait time, and fail as
- * `ConsulClient`'s do when aborted or closed; a TTL pass for an unknown check is a 404. It runs
+ * `ConsulTransport` on the in-memory catalog and locks, answering as the agent does: blocking
+ * queries wait for a change of their index (woken by the catalog, not polled) or their wait
+ * time, and fail as `ConsulClient`'s do when aborted or closed; a TTL pass for an unknown check
+ * is a 404. It runs
  * no HTTP or TCP checks: such a registration stays critical, as Consul's does until its check
  * passes, until the test calls `setPassing(id, true)`.
  */
 export class InMemoryTransport implements ConsulTransport {
   readonly target = 'the in-memory double';
   private readonly lifetime = new AbortController();
+  private readonly locks: InMemoryLocks;
 
-  constructor(private readonly catalog: InMemoryCatalog) {}
+  constructor(private readonly catalog: InMemoryCatalog) {
+    this.locks = new InMemoryLocks(catalog);
+  }
 
   get closeSignal(): AbortSignal {
     return this.lifetime.signal;
@@ -66,8 +76,7 @@ export class InMemoryTransport implements ConsulTransport {
 
   async passCheck(checkId: string): Promise<void> {
     this.open('agent.check.pass');
-    const serviceId = checkId.startsWith(CHECK_PREFIX) ? checkId.slice(CHECK_PREFIX.length) : '';
-    if (!this.catalog.pass(serviceId)) {
+    if (!this.catalog.pass(serviceIdOfCheck(checkId))) {
       throw new ConsulResponseError(
         'agent.check.pass',
         404,
@@ -116,6 +125,41 @@ export class InMemoryTransport implements ConsulTransport {
       options,
       () => this.catalog.index,
       () => this.catalog.serviceNames(),
+    );
+  }
+
+  async createSession(session: SessionDefinition): Promise<string> {
+    this.open('session.create');
+    return Promise.resolve(this.locks.createSession(session));
+  }
+
+  async destroySession(id: string): Promise<void> {
+    this.open('session.destroy');
+    this.locks.destroySession(id);
+    return Promise.resolve();
+  }
+
+  async sessionExists(id: string, options: CallOptions = {}): Promise<boolean> {
+    this.open('session.info', options.signal);
+    return Promise.resolve(this.locks.sessionExists(id));
+  }
+
+  async lock(key: string, session: string, value: string): Promise<LockAttempt> {
+    this.open('txn');
+    return Promise.resolve(this.locks.lock(key, session, value));
+  }
+
+  async unlock(key: string, session: string): Promise<boolean> {
+    this.open('kv.release');
+    return Promise.resolve(this.locks.unlock(key, session));
+  }
+
+  watchPrefix(prefix: string, options: BlockingReadOptions): Promise<IndexedResult<LockEntry[]>> {
+    return this.blocking(
+      'kv.get',
+      options,
+      () => this.locks.index,
+      () => this.locks.entries(prefix),
     );
   }
 

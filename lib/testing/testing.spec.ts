@@ -242,15 +242,34 @@ describe('DiscoveryTestingModule', () => {
     await app.close();
   });
 
-  it('exclusive sharding is a clear error: it needs Consul', async () => {
-    const error = await settingsError(() =>
-      compile({
-        self: { name: 'orders', port: 5001 },
-        sharding: { partitions: 8, mode: 'exclusive' },
-      }),
-    );
-    expect(error.paths).toEqual(['sharding.mode']);
-    expect(error.message).toContain("sharding.mode 'exclusive' needs Consul");
+  it('exclusive sharding: locks with fencing tokens, lost when self turns critical, re-acquired', async () => {
+    const app = await compile({
+      self: { name: 'orders', port: 5001, serviceId: 'orders-a' },
+      sharding: {
+        partitions: 2,
+        mode: 'exclusive',
+        settleMs: 10,
+        lock: { lockDelay: '100ms' },
+      },
+    });
+    await app.init();
+    const sharding = app.get(ShardingService);
+    const owning = (count: number) =>
+      firstValueFrom(sharding.assignments$.pipe(filter((a) => a.owned.length === count)));
+
+    await owning(2);
+    expect([sharding.token(0), sharding.token(1)]).toEqual([1, 1]);
+
+    // The session is bound to self's check: critical → invalidated, its locks released.
+    app.get(InMemoryDiscovery).setPassing('orders-a', false);
+    await owning(0);
+    expect(sharding.token(0)).toBeUndefined();
+
+    // Passing again: a new session, the locks again after their lock-delay, tokens grown.
+    app.get(InMemoryDiscovery).setPassing('orders-a', true);
+    await owning(2);
+    expect([sharding.token(0), sharding.token(1)]).toEqual([2, 2]);
+    await app.close();
   });
 
   it('does not export CONSUL_CLIENT', async () => {

@@ -417,5 +417,37 @@ export function describeDiscoveryConformance(
         expect(sharding.ownerOf(theirs)?.serviceId).toBe(self.serviceId);
       });
     });
+
+    describe('ShardingService (exclusive)', () => {
+      it('holds the locks of its share with fencing tokens; takes a critical peer’s share', async () => {
+        const name = fresh();
+        const partitions = 8;
+        const self = { name, port: 5001, serviceId: `${name}-a` };
+        const peer = `${name}-b`;
+        const { ctx } = await started({
+          self,
+          sharding: { partitions, mode: 'exclusive', settleMs: 50 },
+        });
+        const sharding = ctx.get(ShardingService);
+        // A peer that holds no lock: its share of the table stays unowned while it passes.
+        await d.addInstance(name, { serviceId: peer, port: 5002 });
+
+        const mine = shardTable([self.serviceId, peer], partitions).owned(self.serviceId);
+        await waitFor(() => sharding.owned().join() === mine.join(), {
+          timeoutMs: WAIT_MS,
+          message: 'self holds the locks of its share',
+        });
+        // Fresh keys: the first acquisition of each is LockIndex 1.
+        expect(mine.map((p) => sharding.token(p))).toEqual(mine.map(() => 1));
+
+        await d.setPassing(peer, false);
+        const all = [...Array(partitions).keys()];
+        await waitFor(() => sharding.owned().join() === all.join(), {
+          timeoutMs: WAIT_MS,
+          message: 'self acquires the critical peer’s partitions',
+        });
+        expect(all.map((p) => sharding.token(p))).toEqual(all.map(() => 1));
+      });
+    });
   });
 }
