@@ -47,6 +47,9 @@ export const shardingOffMessage = (): string =>
 export const handlerMessage = (): string =>
   'handler must be a function (partition, { signal, token }) => Promise<void> | void';
 
+export const unknownInstanceMessage = (serviceId: string): string =>
+  `serviceId "${serviceId}" is not an instance known to InMemoryDiscovery`;
+
 export const noInstanceMessage = (service: string): string =>
   `No passing instance of "${service}" to call`;
 
@@ -55,6 +58,3 @@ export const httpTimeoutMessage = (what: string, target: string, timeoutMs: numb
 
 export const shardKeyWithoutTableMessage = (service: string): string =>
   `shardKey needs a sharded target: no passing instance of "${service}" publishes meta.shardPartitions`;
-
-export const unknownInstanceMessage = (serviceId: string): string =>
-  `serviceId "${serviceId}" is not an instance known to InMemoryDiscovery`;
