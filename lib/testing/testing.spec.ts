@@ -272,6 +272,20 @@ describe('DiscoveryTestingModule', () => {
     await app.close();
   });
 
+  it('isGlobal: true makes its exports visible to every module', async () => {
+    @Module({
+      providers: [
+        { provide: 'sees', useFactory: (d: DiscoveryService) => d, inject: [DiscoveryService] },
+      ],
+    })
+    class Elsewhere {}
+    const app = await Test.createTestingModule({
+      imports: [DiscoveryTestingModule.forRoot({ isGlobal: true }), Elsewhere],
+    }).compile();
+    expect(app.get('sees', { strict: false })).toBeInstanceOf(DiscoveryService);
+    await app.close();
+  });
+
   it('does not export CONSUL_CLIENT', async () => {
     @Module({
       imports: [DiscoveryTestingModule.forRoot()],
