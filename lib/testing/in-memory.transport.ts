@@ -26,9 +26,8 @@ export const IN_MEMORY_ADDRESS = '127.0.0.1';
  * `ConsulTransport` on the in-memory catalog and locks, answering as the agent does: blocking
  * queries wait for a change of their index (woken by the catalog, not polled) or their wait
  * time, and fail as `ConsulClient`'s do when aborted or closed; a TTL pass for an unknown check
- * is a 404. It runs
- * no HTTP or TCP checks: such a registration stays critical, as Consul's does until its check
- * passes, until the test calls `setPassing(id, true)`.
+ * is a 404. It runs no HTTP or TCP checks: such a registration stays critical, as Consul's does
+ * until its check passes, until the test calls `setPassing(id, true)`.
  */
 export class InMemoryTransport implements ConsulTransport {
   readonly target = 'the in-memory double';
@@ -198,6 +197,7 @@ export class InMemoryTransport implements ConsulTransport {
         else resolve();
       };
       const onAbort = (): void => settle(aborted(operation));
+      // Not unref'd, like the open socket of a real long-poll; cleared on every way out.
       const timer = setTimeout(settle, waitMs);
       const unsubscribe = this.catalog.onChange(() => {
         if (moved()) settle();
