@@ -2,11 +2,17 @@ import type { Provider } from '@nestjs/common';
 import { ConsulClient } from './consul/consul.client.js';
 import { DiscoveryMetrics } from './metrics/discovery.metrics.js';
 import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
+import { ConsulRegistrar } from './provider/consul.registrar.js';
 import { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discovery.constants.js';
 import { DISCOVERY_MODULE_OPTIONS } from './discovery.module-definition.js';
+import { DiscoveryService } from './discovery.service.js';
+import { DiscoveryHttpClient } from './http/discovery-http.client.js';
+import { SelfRegistration } from './registration/self-registration.js';
 import type { DiscoveryModuleOptions } from './settings/discovery-module-options.interface.js';
 import type { DiscoverySettings } from './settings/discovery.settings.js';
 import { createDiscoverySettings } from './settings/discovery-settings.factory.js';
+import { ShardingService } from './sharding/sharding.service.js';
+import { WatchRegistry } from './watch/watch.registry.js';
 
 /** Validation happens here, so a bad setting fails app creation before any request. */
 export const discoverySettingsProvider: Provider = {
@@ -35,3 +41,29 @@ export const discoveryProvider: Provider = {
   provide: DISCOVERY_PROVIDER,
   useExisting: ConsulDiscoveryProvider,
 };
+
+/**
+ * Everything above the transport (`CONSUL_CLIENT`) and the settings: the same classes run on a
+ * real agent (`DiscoveryModule`) and on the in-memory double (`DiscoveryTestingModule`).
+ */
+export const discoveryCoreProviders: Provider[] = [
+  discoveryMetricsProvider,
+  WatchRegistry,
+  ConsulRegistrar,
+  ConsulDiscoveryProvider,
+  discoveryProvider,
+  SelfRegistration,
+  ShardingService,
+  DiscoveryHttpClient,
+  DiscoveryService,
+];
+
+/** What both modules export, besides `CONSUL_CLIENT` (the real module's only). */
+export const discoveryCoreExports = [
+  DISCOVERY_SETTINGS,
+  DISCOVERY_PROVIDER,
+  ConsulDiscoveryProvider,
+  DiscoveryService,
+  ShardingService,
+  DiscoveryHttpClient,
+];

@@ -6,7 +6,7 @@ import {
   type OnApplicationShutdown,
 } from '@nestjs/common';
 import { map, Observable } from 'rxjs';
-import { ConsulClient } from './consul/consul.client.js';
+import type { ConsulTransport } from './consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from './discovery.constants.js';
 import type {
   DiscoveryQuery,
@@ -37,7 +37,7 @@ export class DiscoveryService
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
-    @Inject(CONSUL_CLIENT) private readonly client: ConsulClient,
+    @Inject(CONSUL_CLIENT) private readonly client: ConsulTransport,
     private readonly provider: ConsulDiscoveryProvider,
     private readonly watches: WatchRegistry,
     private readonly registration: SelfRegistration,

@@ -16,7 +16,8 @@ const LAYERS: readonly (readonly string[])[] = [
   ['http'],
   ['discovery.module-definition.ts', 'discovery.providers.ts', 'discovery.service.ts'],
   ['discovery.module.ts'],
-  ['index.ts'],
+  // The entry points: the main one and the subpaths (testing/ builds on the module's providers).
+  ['index.ts', 'testing'],
 ];
 
 const LIB = dirname(fileURLToPath(import.meta.url));

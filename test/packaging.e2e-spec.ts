@@ -13,11 +13,14 @@ const fixtures = join(root, 'test/support/fixtures/consumers');
 interface ConsumerOutput {
   nest: string;
   found: { serviceId: string; address: string; port: number }[];
+  /** The same discover() on DiscoveryTestingModule (the ./testing subpath). */
+  doubled: { serviceId: string; address: string; port: number }[];
 }
 
 /**
  * The packed tarball (what npm publishes) installed into fresh folders: a NestJS 11 CommonJS
- * app (require(esm)) and a NestJS 12 ESM app both register, discover and close.
+ * app (require(esm)) and a NestJS 12 ESM app both register, discover and close, and run the same
+ * code on the in-memory double (`@athomic/discovery/testing`).
  */
 describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
   let agent: ConsulAgent;
@@ -73,6 +76,9 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
       const output = JSON.parse(stdout.trim().split('\n').pop()!) as ConsumerOutput;
       expect(output.nest.startsWith(major)).toBe(true);
       expect(output.found).toEqual([expect.objectContaining({ serviceId, address: '127.0.0.1' })]);
+      expect(output.doubled).toEqual([
+        expect.objectContaining({ serviceId: 'double-1', address: '127.0.0.1', node: 'in-memory' }),
+      ]);
       // It closed: deregistered, and the process ended on its own (execFile resolved).
       expect(await agent.api().agentServices()).not.toHaveProperty(serviceId);
     },

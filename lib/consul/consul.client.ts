@@ -33,6 +33,7 @@ import type {
   RawTxnOperation,
   RawTxnResult,
 } from './consul.types.js';
+import type { ConsulTransport } from './consul.transport.js';
 
 export interface SessionDefinition {
   name: string;
@@ -90,7 +91,7 @@ interface PapiError extends Error {
  * types and its failures to our errors, and owns every socket and in-flight request, so
  * `close()` leaves nothing behind.
  */
-export class ConsulClient {
+export class ConsulClient implements ConsulTransport {
   /** `http(s)://host:port`, for messages (never carries the token). */
   readonly target: string;
   private readonly client: RawConsulClient;

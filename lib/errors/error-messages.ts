@@ -47,6 +47,9 @@ export const shardingOffMessage = (): string =>
 export const handlerMessage = (): string =>
   'handler must be a function (partition, { signal, token }) => Promise<void> | void';
 
+export const unknownInstanceMessage = (serviceId: string): string =>
+  `serviceId "${serviceId}" is not an instance known to InMemoryDiscovery`;
+
 export const noInstanceMessage = (service: string): string =>
   `No passing instance of "${service}" to call`;
 

@@ -77,16 +77,23 @@ function fail(out: ViolationCollector, subject: string): void {
   if (!out.empty) throw new DiscoverySettingsError(out.violations, subject);
 }
 
-/** Validates `register()`'s argument (throws before any I/O) and returns a private copy. */
-export function readRegistration(input: ServiceRegistration): RegistrationArguments {
+/**
+ * Validates `register()`'s argument (throws before any I/O) and returns a private copy. `path`
+ * and `subject` name it for other callers (the in-memory double's instances).
+ */
+export function readRegistration(
+  input: ServiceRegistration,
+  path = 'registration',
+  subject = 'register() arguments',
+): RegistrationArguments {
   const out = new ViolationCollector();
   if (!isPlainObject(input)) {
-    out.add('registration', 'registration must be an object with name, serviceId and port');
-    fail(out, 'register() arguments');
+    out.add(path, `${path} must be an object with name, serviceId and port`);
+    fail(out, subject);
   }
-  const args = readInto(new RegistrationArguments(), input, 'registration', out);
-  out.validate(args, 'registration');
-  fail(out, 'register() arguments');
+  const args = readInto(new RegistrationArguments(), input, path, out);
+  out.validate(args, path);
+  fail(out, subject);
   args.tags = copyTags(args.tags);
   args.meta = copyMeta(args.meta);
   if (args.healthCheck) setCheckDurations(args.healthCheck);

@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { ConsulClient } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT } from '../discovery.constants.js';
 import type {
   DiscoveryQuery,
@@ -21,7 +21,7 @@ export class ConsulDiscoveryProvider implements ServiceDiscoveryProtocol {
   private readonly logger = new Logger(ConsulDiscoveryProvider.name);
 
   constructor(
-    @Inject(CONSUL_CLIENT) private readonly client: ConsulClient,
+    @Inject(CONSUL_CLIENT) private readonly client: ConsulTransport,
     private readonly registrar: ConsulRegistrar,
     private readonly watches: WatchRegistry,
   ) {}

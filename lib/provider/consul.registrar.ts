@@ -4,7 +4,7 @@ import {
   toAgentDefinition,
   type RegistrationFields,
 } from '../consul/agent-definition.js';
-import { ConsulClient } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { ConsulResponseError } from '../errors/consul-response.error.js';
 import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
@@ -55,7 +55,7 @@ export function isUnknownService(error: unknown): boolean {
 @Injectable()
 export class ConsulRegistrar {
   constructor(
-    @Inject(CONSUL_CLIENT) private readonly client: ConsulClient,
+    @Inject(CONSUL_CLIENT) private readonly client: ConsulTransport,
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
   ) {}
 

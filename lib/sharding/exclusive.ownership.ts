@@ -1,6 +1,7 @@
 import type { Logger } from '@nestjs/common';
 import type { Subscription } from 'rxjs';
-import type { ConsulClient, LockEntry } from '../consul/consul.client.js';
+import type { LockEntry } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import { serviceCheckId } from '../consul/agent-definition.js';
 import type { TtlHealthCheckSettings } from '../protocol/health-check.rules.js';
 import type { SelfRegistration } from '../registration/self-registration.js';
@@ -60,7 +61,7 @@ export class ExclusiveOwnership implements Ownership {
 
   constructor(
     private readonly settings: DiscoverySettings,
-    private readonly client: ConsulClient,
+    private readonly client: ConsulTransport,
     private readonly registration: SelfRegistration,
     private readonly workers: PartitionWorkers,
     private readonly changed: OwnershipChanged,

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject, type Subscription } from 'rxjs';
-import { ConsulClient } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import {
@@ -68,7 +68,7 @@ export class ShardingService {
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
-    @Inject(CONSUL_CLIENT) client: ConsulClient,
+    @Inject(CONSUL_CLIENT) client: ConsulTransport,
     private readonly watches: WatchRegistry,
     private readonly registration: SelfRegistration,
     @Optional() private readonly metrics: DiscoveryMetrics = DiscoveryMetrics.noop,

@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
-import type { BlockingReadOptions, ConsulClient } from '../consul/consul.client.js';
+import type { BlockingReadOptions } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import type { IndexedResult, RawHealthCheck } from '../consul/consul.types.js';
 import { TokenBucket } from '../resilience/token-bucket.js';
 import { followBlockingQuery } from './blocking-query.loop.js';
@@ -23,7 +24,7 @@ export class ChangeFeed {
   private readonly baselined = new Set<string>();
 
   constructor(
-    private readonly client: ConsulClient,
+    private readonly client: ConsulTransport,
     private readonly datacenter: string | undefined,
     private readonly options: ServiceWatchOptions,
   ) {}

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject } from 'rxjs';
-import type { BlockingReadOptions, ConsulClient } from '../consul/consul.client.js';
+import type { BlockingReadOptions } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import type { BackoffPolicy } from '../resilience/backoff.js';
 import { TokenBucket } from '../resilience/token-bucket.js';
@@ -42,7 +43,7 @@ export class ServiceWatch {
   constructor(
     readonly name: string,
     readonly query: DiscoveryQuery,
-    private readonly client: ConsulClient,
+    private readonly client: ConsulTransport,
     private readonly options: ServiceWatchOptions,
   ) {
     this.bucket = new TokenBucket(options.rateLimit.perSecond, options.rateLimit.burst);

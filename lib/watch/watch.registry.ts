@@ -1,5 +1,5 @@
 import { Inject, Injectable, Optional } from '@nestjs/common';
-import { ConsulClient } from '../consul/consul.client.js';
+import type { ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { DiscoveryQuery } from '../protocol/service-discovery.protocol.js';
@@ -22,7 +22,7 @@ export class WatchRegistry {
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) settings: DiscoverySettings,
-    @Inject(CONSUL_CLIENT) private readonly client: ConsulClient,
+    @Inject(CONSUL_CLIENT) private readonly client: ConsulTransport,
     @Optional() metrics: DiscoveryMetrics = DiscoveryMetrics.noop,
   ) {
     metrics.observeWatches(() => this.watches.values());

@@ -1,5 +1,6 @@
 export * from './toolkit.js';
 export * from './discovery-apps.harness.js';
+export * from './discovery-conformance.harness.js';
 export * from './persisted-checks.harness.js';
 export * from './reliability-report.harness.js';
 export * from './test-ca.harness.js';
