@@ -17,7 +17,12 @@ const LAYERS: readonly (readonly string[])[] = [
   ['discovery.module-definition.ts', 'discovery.providers.ts', 'discovery.service.ts'],
   ['discovery.module.ts'],
   ['index.ts'],
+  // Subpath entry points: nothing below may load them (they pull in optional peers).
+  ['terminus'],
 ];
+
+/** Optional peers: only their subpath folder may import them. */
+const OPTIONAL_PEERS: Readonly<Record<string, string>> = { '@nestjs/terminus': 'terminus' };
 
 const LIB = dirname(fileURLToPath(import.meta.url));
 
@@ -42,6 +47,12 @@ function relativeImports(file: string): string[] {
   return [...text.matchAll(/\bfrom '(\.{1,2}\/[^']+)'/g)].map((m) => m[1]);
 }
 
+/** `from '<peer>'`, `from '<peer>/…'`, `import '<peer>'` or `import('<peer>')`. */
+function importsPackage(text: string, peer: string): boolean {
+  const name = peer.replace(/[/.]/g, '\\$&');
+  return new RegExp(`(\\bfrom |\\bimport\\(?\\s*)['"]${name}(/[^'"]*)?['"]`).test(text);
+}
+
 describe('lib/ layers', () => {
   const files = sources(LIB);
 
@@ -57,6 +68,17 @@ describe('lib/ layers', () => {
         .map((target) => `${relative(LIB, file)} → ${relative(LIB, target)}`),
     );
     expect(upward).toEqual([]);
+  });
+
+  it('optional peers are imported only by their subpath folder', () => {
+    const misplaced = files.flatMap((file) => {
+      const text = readFileSync(file, 'utf8');
+      const top = relative(LIB, file).split('/')[0];
+      return Object.entries(OPTIONAL_PEERS)
+        .filter(([peer, folder]) => top !== folder && importsPackage(text, peer))
+        .map(([peer]) => `${relative(LIB, file)} → ${peer}`);
+    });
+    expect(misplaced).toEqual([]);
   });
 
   it('inside lib/, files are imported directly, not through a folder barrel', () => {

@@ -17,6 +17,7 @@ import { DiscoverySettings } from '../settings/discovery.settings.js';
 import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
 import { Heartbeat } from './heartbeat.js';
 import { canTransition, type RegistrationState, type SettledState } from './registration-state.js';
+import { selfStatus, type SelfStatus } from './registration-status.js';
 
 /** This instance's registration: always with a health check (the settings default one). */
 export interface SelfFields extends RegistrationFields {
@@ -132,6 +133,23 @@ export class SelfRegistration {
     };
     if (r.address !== undefined) self.address = r.address;
     return self;
+  }
+
+  /**
+   * Where the registration stands, given the ids the agent holds (`undefined`: it did not
+   * answer); `undefined` when no service is configured.
+   */
+  status(agentServiceIds: readonly string[] | undefined): SelfStatus | undefined {
+    const r = this.fields;
+    if (!r) return undefined;
+    return selfStatus({
+      serviceId: r.serviceId,
+      state: this.state,
+      agentServiceIds,
+      lastPassAt: this.lastPass,
+      ttlMs: 'ttl' in r.healthCheck ? r.healthCheck.ttlMs : undefined,
+      now: performance.now(),
+    });
   }
 
   /**
