@@ -106,11 +106,11 @@ export class DiscoveryService
    */
   async status(): Promise<DiscoveryStatus> {
     let ids: string[] | undefined;
-    let agent: DiscoveryStatus['agent'] = { reachable: true };
+    let agent: DiscoveryStatus['agent'] = { ok: true };
     try {
       ids = await this.client.localServiceIds();
     } catch (error) {
-      agent = { reachable: false, error: error instanceof Error ? error.message : String(error) };
+      agent = { ok: false, error: error instanceof Error ? error.message : String(error) };
     }
     const self = this.registration.status(ids);
     return self ? { agent, self } : { agent };

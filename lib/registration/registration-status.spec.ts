@@ -37,7 +37,7 @@ describe('selfStatus', () => {
     });
   });
 
-  it('held unknown and not passing when the agent did not answer', () => {
+  it('held unknown and not passing when the agent read failed', () => {
     const status = selfStatus({ ...base, agentServiceIds: undefined });
     expect(status).not.toHaveProperty('held');
     expect(status.passing).toBe(false);

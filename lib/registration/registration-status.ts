@@ -4,7 +4,7 @@ import type { RegistrationState } from './registration-state.js';
 export interface SelfStatus {
   serviceId: string;
   state: RegistrationState;
-  /** The agent holds the registration; `undefined` when the agent did not answer. */
+  /** The agent holds the registration; `undefined` when the agent read failed. */
   held?: boolean;
   /**
    * TTL check: milliseconds since Consul last confirmed it passing (a pass, or a registration
@@ -22,9 +22,12 @@ export interface SelfStatus {
 /** What a health endpoint needs to know (`DiscoveryService.status()`). */
 export interface DiscoveryStatus {
   agent: {
-    /** The local agent answered one request within `consul.timeoutMs`. */
-    reachable: boolean;
-    /** Why it did not (names the operation and the agent, never the token). */
+    /**
+     * One local read of the agent succeeded within `consul.timeoutMs`. A refusal (an ACL 403)
+     * counts as a failure: nothing else would work either.
+     */
+    ok: boolean;
+    /** Why not: the operation, the agent and the cause (never the token). */
     error?: string;
   };
   /** Absent when no `service` is configured (nothing to register). */
@@ -34,7 +37,7 @@ export interface DiscoveryStatus {
 export interface SelfStatusInput {
   serviceId: string;
   state: RegistrationState;
-  /** The ids the agent holds; `undefined` when it did not answer. */
+  /** The ids the agent holds; `undefined` when the read failed. */
   agentServiceIds?: readonly string[];
   /** `SelfRegistration.lastPassAt` (a `performance.now()` value). */
   lastPassAt?: number;
@@ -45,14 +48,20 @@ export interface SelfStatusInput {
 
 export function selfStatus(input: SelfStatusInput): SelfStatus {
   const { serviceId, state, agentServiceIds, lastPassAt, ttlMs, now } = input;
-  const status: SelfStatus = { serviceId, state, passing: false };
-  if (agentServiceIds) status.held = agentServiceIds.includes(serviceId);
+  const held = agentServiceIds?.includes(serviceId);
   const ttl = ttlMs !== undefined;
-  if (ttl && lastPassAt !== undefined)
-    status.lastPassAgoMs = Math.max(0, Math.round(now - lastPassAt));
-  status.passing =
+  const passing =
     state === 'registered' &&
-    status.held === true &&
+    held === true &&
     (!ttl || (lastPassAt !== undefined && now - lastPassAt < ttlMs));
-  return status;
+  return {
+    serviceId,
+    state,
+    ...(held !== undefined && { held }),
+    ...(ttl &&
+      lastPassAt !== undefined && {
+        lastPassAgoMs: Math.max(0, Math.round(now - lastPassAt)),
+      }),
+    passing,
+  };
 }

@@ -44,7 +44,7 @@ export function healthReport(input: HealthReportInput): {
   const { status, requireRegistered, maxStaleMs, now } = input;
   const details: DiscoveryHealthDetails = { agent: status.agent };
   const reasons: string[] = [];
-  if (!status.agent.reachable) reasons.push('the Consul agent did not answer');
+  if (!status.agent.ok) reasons.push(status.agent.error ?? 'the Consul agent failed');
   if (status.self) {
     details.self = status.self;
     if (requireRegistered && !status.self.passing) reasons.push(selfReason(status.self));
@@ -81,7 +81,7 @@ function watchHealth(freshness: Freshness | undefined, now: number): WatchHealth
 function selfReason(self: SelfStatus): string {
   const name = `"${self.serviceId}"`;
   if (self.state !== 'registered') return `${name} is ${self.state}, not registered`;
-  if (self.held === undefined) return `${name} cannot be confirmed: the agent did not answer`;
+  if (self.held === undefined) return `${name} cannot be confirmed: the agent read failed`;
   if (!self.held) return `${name} is not held by the agent (restarted?)`;
   return self.lastPassAgoMs === undefined
     ? `${name} has not passed its TTL check yet`

@@ -6,7 +6,7 @@ import { healthReport, type HealthReportInput } from './discovery-health.report.
 
 const NOW = Date.parse('2026-12-02T04:00:00.000Z');
 const passing: DiscoveryStatus = {
-  agent: { reachable: true },
+  agent: { ok: true },
   self: {
     serviceId: 'orders-1',
     state: 'registered',
@@ -68,28 +68,28 @@ describe('healthReport', () => {
   it('up: agent answers, self registered and passing; no reasons', () => {
     expect(healthReport(base)).toEqual({
       up: true,
-      details: { agent: { reachable: true }, self: passing.self },
+      details: { agent: { ok: true }, self: passing.self },
     });
   });
 
   it('down when the agent does not answer, with its error', () => {
     const status: DiscoveryStatus = {
-      agent: { reachable: false, error: 'Consul agent.services failed: agent at … unreachable' },
+      agent: { ok: false, error: 'Consul agent.services failed: agent at … unreachable' },
       self: { serviceId: 'orders-1', state: 'registered', lastPassAgoMs: 300, passing: false },
     };
     const { up, details } = healthReport({ ...base, status });
     expect(up).toBe(false);
     expect(details.agent).toEqual(status.agent);
     expect(details.reasons).toEqual([
-      'the Consul agent did not answer',
-      '"orders-1" cannot be confirmed: the agent did not answer',
+      'Consul agent.services failed: agent at … unreachable',
+      '"orders-1" cannot be confirmed: the agent read failed',
     ]);
   });
 
   it('down when self is deregistered, lost by the agent, or its TTL lapsed', () => {
     const self = passing.self!;
     const reasonOf = (s: typeof self): string[] | undefined =>
-      healthReport({ ...base, status: { agent: { reachable: true }, self: s } }).details.reasons;
+      healthReport({ ...base, status: { agent: { ok: true }, self: s } }).details.reasons;
     expect(reasonOf({ ...self, state: 'deregistered', passing: false })).toEqual([
       '"orders-1" is deregistered, not registered',
     ]);
@@ -103,7 +103,7 @@ describe('healthReport', () => {
 
   it('requireRegistered: false ignores the registration, still reports it', () => {
     const status: DiscoveryStatus = {
-      agent: { reachable: true },
+      agent: { ok: true },
       self: { serviceId: 'orders-1', state: 'idle', held: false, passing: false },
     };
     expect(healthReport({ ...base, status, requireRegistered: false })).toEqual({
@@ -113,9 +113,9 @@ describe('healthReport', () => {
   });
 
   it('no service configured: the agent alone decides', () => {
-    expect(healthReport({ ...base, status: { agent: { reachable: true } } })).toEqual({
+    expect(healthReport({ ...base, status: { agent: { ok: true } } })).toEqual({
       up: true,
-      details: { agent: { reachable: true } },
+      details: { agent: { ok: true } },
     });
   });
 
