@@ -12,12 +12,16 @@ const fixtures = join(root, 'test/support/fixtures/consumers');
 
 interface ConsumerOutput {
   nest: string;
+  terminus: string;
+  /** `HealthCheckService.check` with `DiscoveryHealthIndicator` (`@athomic/discovery/terminus`). */
+  health: string;
   found: { serviceId: string; address: string; port: number }[];
 }
 
 /**
  * The packed tarball (what npm publishes) installed into fresh folders: a NestJS 11 CommonJS
- * app (require(esm)) and a NestJS 12 ESM app both register, discover and close.
+ * app (require(esm)) and a NestJS 12 ESM app both register, discover, answer a terminus health
+ * check through `@athomic/discovery/terminus` (terminus 11 and 12) and close.
  */
 describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
   let agent: ConsulAgent;
@@ -39,12 +43,20 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
   });
 
   const consumers: [string, string, string[]][] = [
-    ['nest11-cjs.cjs', '11.', ['@nestjs/common@11', '@nestjs/core@11', '@nestjs/config@4']],
-    ['nest12-esm.mjs', '12.', ['@nestjs/common@12', '@nestjs/core@12', '@nestjs/config@12']],
+    [
+      'nest11-cjs.cjs',
+      '11.',
+      ['@nestjs/common@11', '@nestjs/core@11', '@nestjs/config@4', '@nestjs/terminus@11'],
+    ],
+    [
+      'nest12-esm.mjs',
+      '12.',
+      ['@nestjs/common@12', '@nestjs/core@12', '@nestjs/config@12', '@nestjs/terminus@12'],
+    ],
   ];
 
   it.each(consumers)(
-    '%s installs from the tarball, registers and discovers',
+    '%s installs from the tarball, registers, discovers and reports healthy',
     async (file, major, nest) => {
       const dir = mkdtempSync(join(work, 'app-'));
       writeFileSync(join(dir, 'package.json'), '{ "name": "consumer", "private": true }\n');
@@ -72,6 +84,8 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
       });
       const output = JSON.parse(stdout.trim().split('\n').pop()!) as ConsumerOutput;
       expect(output.nest.startsWith(major)).toBe(true);
+      expect(output.terminus.startsWith(major)).toBe(true);
+      expect(output.health).toBe('ok');
       expect(output.found).toEqual([expect.objectContaining({ serviceId, address: '127.0.0.1' })]);
       // It closed: deregistered, and the process ended on its own (execFile resolved).
       expect(await agent.api().agentServices()).not.toHaveProperty(serviceId);
