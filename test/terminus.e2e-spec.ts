@@ -284,6 +284,37 @@ describe('DiscoveryHealthIndicator (@nestjs/terminus) in an HTTP app', () => {
     }
   });
 
+  it('a slow agent: 503 once consul.timeoutMs passed, naming the timeout', async () => {
+    const proxy = await startCountingProxy(agent.httpPort);
+    try {
+      const http = await startHttpApp('health-slow', () => ({
+        consul: { host: '127.0.0.1', port: proxy.port, timeoutMs: 1_000 },
+      }));
+      expect((await http.get()).status).toBe(200);
+
+      proxy.delayMs = 5_000;
+      const started = performance.now();
+      const slow = await http.get();
+      const elapsed = performance.now() - started;
+      expect(slow.status).toBe(503);
+      expect(slow.body.details.discovery.agent).toEqual({
+        ok: false,
+        error: 'Consul agent.services timed out after 1000 ms',
+      });
+      expect(elapsed).toBeGreaterThanOrEqual(950);
+      expect(elapsed).toBeLessThan(4_000); // well before the agent's answer would come
+
+      proxy.delayMs = 0;
+      await waitFor(async () => (await http.get()).status === 200, {
+        timeoutMs: 10_000,
+        message: 'GET /health answers 200 once the agent is fast again',
+      });
+    } finally {
+      await Promise.allSettled(open.splice(0).map((app) => app.close()));
+      await proxy.close();
+    }
+  });
+
   it("Consul's HTTP check on GET /health turns passing (indicator in its own module, global DiscoveryModule)", async () => {
     const name = 'health-http-check';
     const http = await startHttpApp(
@@ -301,7 +332,8 @@ describe('DiscoveryHealthIndicator (@nestjs/terminus) in an HTTP app', () => {
       },
       { timeoutMs: 10_000, message: `${checkId} passing` },
     );
-    // Consul ran it against the endpoint: its output is our answer.
+    // Consul ran it against the endpoint: its output is our answer. (A new HTTP check starts
+    // critical; the indicator does not ask for it, or it could never turn passing.)
     expect(check.Output).toContain(`http://127.0.0.1:${http.port}/health: 200 OK`);
     const answer = JSON.parse(check.Output.slice(check.Output.indexOf('{'))) as HealthBody;
     expect(answer.details.discovery).toMatchObject({
