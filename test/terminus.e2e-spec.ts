@@ -130,6 +130,7 @@ describe('DiscoveryHealthIndicator (@nestjs/terminus) in an HTTP app', () => {
       } catch (error) {
         // freePort is racy: another process may have taken it meanwhile.
         if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 3) throw error;
+        open.splice(open.indexOf(app), 1);
         await app.close();
         continue;
       }
