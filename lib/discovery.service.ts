@@ -105,14 +105,16 @@ export class DiscoveryService
    * `consul.timeoutMs`) and where this instance's registration stands. Never rejects.
    */
   async status(): Promise<DiscoveryStatus> {
-    let ids: string[] | undefined;
+    let held: boolean | undefined;
     let agent: DiscoveryStatus['agent'] = { ok: true };
     try {
-      ids = await this.client.localServiceIds();
+      // The agent's local services: the ping and the answer to "held?" in one read (with no
+      // service configured, any id does for the ping).
+      held = await this.client.hasLocalService(this.registration.serviceId ?? '');
     } catch (error) {
       agent = { ok: false, error: error instanceof Error ? error.message : String(error) };
     }
-    const self = this.registration.status(ids);
+    const self = this.registration.status(held);
     return self ? { agent, self } : { agent };
   }
 

@@ -143,15 +143,10 @@ export class ConsulClient {
 
   /** Whether the local agent holds a service with this id (`/v1/agent/services`). */
   async hasLocalService(serviceId: string): Promise<boolean> {
-    return (await this.localServiceIds()).includes(serviceId);
-  }
-
-  /** The ids of the services the local agent holds: a local read, so also "does the agent answer". */
-  async localServiceIds(): Promise<string[]> {
     const [, services] = await this.call('agent.services', {}, this.settings.timeoutMs, (raw) =>
       this.client.agent.service.list(raw),
     );
-    return Object.keys(services);
+    return Object.hasOwn(services, serviceId);
   }
 
   /**

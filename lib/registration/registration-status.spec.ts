@@ -5,7 +5,7 @@ const TTL_MS = 3_000;
 const base: SelfStatusInput = {
   serviceId: 'orders-1',
   state: 'registered',
-  agentServiceIds: ['other', 'orders-1'],
+  held: true,
   lastPassAt: 10_000,
   ttlMs: TTL_MS,
   now: 11_000,
@@ -31,14 +31,14 @@ describe('selfStatus', () => {
   });
 
   it('not passing when the agent no longer holds it (restarted empty)', () => {
-    expect(selfStatus({ ...base, agentServiceIds: ['other'] })).toMatchObject({
+    expect(selfStatus({ ...base, held: false })).toMatchObject({
       held: false,
       passing: false,
     });
   });
 
   it('held unknown and not passing when the agent read failed', () => {
-    const status = selfStatus({ ...base, agentServiceIds: undefined });
+    const status = selfStatus({ ...base, held: undefined });
     expect(status).not.toHaveProperty('held');
     expect(status.passing).toBe(false);
   });

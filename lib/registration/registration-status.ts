@@ -37,8 +37,8 @@ export interface DiscoveryStatus {
 export interface SelfStatusInput {
   serviceId: string;
   state: RegistrationState;
-  /** The ids the agent holds; `undefined` when the read failed. */
-  agentServiceIds?: readonly string[];
+  /** The agent holds it; `undefined` when the read failed. */
+  held?: boolean;
   /** `SelfRegistration.lastPassAt` (a `performance.now()` value). */
   lastPassAt?: number;
   /** The TTL of a TTL check; `undefined` for HTTP/TCP checks. */
@@ -47,8 +47,7 @@ export interface SelfStatusInput {
 }
 
 export function selfStatus(input: SelfStatusInput): SelfStatus {
-  const { serviceId, state, agentServiceIds, lastPassAt, ttlMs, now } = input;
-  const held = agentServiceIds?.includes(serviceId);
+  const { serviceId, state, held, lastPassAt, ttlMs, now } = input;
   const ttl = ttlMs !== undefined;
   const passing =
     state === 'registered' &&

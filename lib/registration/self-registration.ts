@@ -135,17 +135,22 @@ export class SelfRegistration {
     return self;
   }
 
+  /** This instance's id; `undefined` when no service is configured. */
+  get serviceId(): string | undefined {
+    return this.fields?.serviceId;
+  }
+
   /**
-   * Where the registration stands, given the ids the agent holds (`undefined`: it did not
-   * answer); `undefined` when no service is configured.
+   * Where the registration stands, given whether the agent holds it (`undefined`: the read
+   * failed); `undefined` when no service is configured.
    */
-  status(agentServiceIds: readonly string[] | undefined): SelfStatus | undefined {
+  status(held: boolean | undefined): SelfStatus | undefined {
     const r = this.fields;
     if (!r) return undefined;
     return selfStatus({
       serviceId: r.serviceId,
       state: this.state,
-      agentServiceIds,
+      held,
       lastPassAt: this.lastPass,
       ttlMs: 'ttl' in r.healthCheck ? r.healthCheck.ttlMs : undefined,
       now: performance.now(),
