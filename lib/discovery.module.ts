@@ -3,6 +3,7 @@ import { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discove
 import { ConfigurableDiscoveryModule } from './discovery.module-definition.js';
 import {
   consulClientProvider,
+  discoveryMetricsProvider,
   discoveryProvider,
   discoverySettingsProvider,
 } from './discovery.providers.js';
@@ -17,6 +18,7 @@ import { WatchRegistry } from './watch/watch.registry.js';
 @Module({
   providers: [
     discoverySettingsProvider,
+    discoveryMetricsProvider,
     consulClientProvider,
     WatchRegistry,
     ConsulRegistrar,

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 // or a lower one, never from a higher one, and never through a folder's index.ts barrel (ESM +
 // decorator metadata crash on import cycles). Higher layers come later in this list.
 const LAYERS: readonly (readonly string[])[] = [
-  ['errors', 'resilience', 'discovery.constants.ts'],
+  ['errors', 'resilience', 'metrics', 'discovery.constants.ts'],
   ['protocol'],
   ['settings'],
   ['consul'],

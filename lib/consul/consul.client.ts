@@ -13,6 +13,7 @@ import {
   tlsFailedMessage,
   unreachableMessage,
 } from '../errors/error-messages.js';
+import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import {
   PEM_PATTERN,
@@ -98,7 +99,10 @@ export class ConsulClient {
   private readonly inflight = new Set<CancelContext>();
   private readonly lifetime = new AbortController();
 
-  constructor(private readonly settings: ConsulConnectionSettings) {
+  constructor(
+    private readonly settings: ConsulConnectionSettings,
+    private readonly metrics: DiscoveryMetrics = DiscoveryMetrics.noop,
+  ) {
     const { host, port, secure } = settings;
     this.target = `${secure ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
     // Read the TLS files once for both pools.
@@ -334,7 +338,14 @@ export class ConsulClient {
       timeoutMs += Math.ceil((options.waitMs * 17) / 16);
     }
     const client = options.longPoll ? this.longPollClient : this.client;
-    return this.call(operation, options, timeoutMs, (raw) => run({ ...read, ...raw }, client));
+    const blocking = read.index !== undefined;
+    return this.call(
+      operation,
+      options,
+      timeoutMs,
+      (raw) => run({ ...read, ...raw }, client),
+      blocking,
+    );
   }
 
   private readOptions(options: ReadOptions): RawReadOptions {
@@ -355,6 +366,7 @@ export class ConsulClient {
     options: CallOptions,
     timeoutMs: number,
     run: (raw: RawCallOptions) => Promise<T>,
+    blocking = false,
   ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new DiscoveryUnavailableError(closedMessage(operation), 'ECLOSED');
@@ -365,14 +377,17 @@ export class ConsulClient {
       const cancel = (): boolean => ctx.emit('cancel');
       this.inflight.add(ctx);
       options.signal?.addEventListener('abort', cancel, { once: true });
+      const startedAt = performance.now();
       try {
         const result = await run({ ctx, timeout: timeoutMs });
         // The client tells failures from results with `instanceof Error`, which fails for
         // errors made in another realm (Node's own socket errors under Jest's VM sandbox).
         if (types.isNativeError(result)) throw result;
+        this.metrics.consulRequest(operation, blocking, startedAt);
         return result;
       } catch (error) {
         const mapped = this.mapError(operation, error as PapiError, timeoutMs);
+        this.metrics.consulRequest(operation, blocking, startedAt, mapped);
         const reset =
           mapped instanceof DiscoveryUnavailableError && RESET_CODES.has(mapped.code ?? '');
         if (attempt > 0 || !reset || this.closed || options.signal?.aborted) throw mapped;

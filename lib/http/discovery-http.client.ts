@@ -1,7 +1,8 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import type { AxiosAdapter } from 'axios';
 import { Agent, Dispatcher, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
@@ -55,7 +56,11 @@ export class DiscoveryHttpClient {
   private readonly ejection: OutlierEjection;
   private axios?: AxiosAdapter;
 
-  constructor(@Inject(DISCOVERY_SETTINGS) settings: DiscoverySettings, watches: WatchRegistry) {
+  constructor(
+    @Inject(DISCOVERY_SETTINGS) settings: DiscoverySettings,
+    watches: WatchRegistry,
+    @Optional() metrics: DiscoveryMetrics = DiscoveryMetrics.noop,
+  ) {
     const { http, consul } = settings;
     this.agent = new Agent({ connect: { timeout: http.timeouts.connectMs } });
     this.resolver = new ServiceResolver(watches, consul.timeoutMs);
@@ -68,6 +73,7 @@ export class DiscoveryHttpClient {
         balancer: this.balancer,
         ejection: this.ejection,
         budget: new RetryBudget(http.retry.budgetPercent, http.retry.minPerSecond),
+        metrics,
       }),
     );
   }

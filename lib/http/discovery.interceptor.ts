@@ -3,6 +3,7 @@ import { DecoratorHandler, type Dispatcher } from 'undici';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
 import { httpTimeoutMessage } from '../errors/error-messages.js';
 import { NoInstanceError } from '../errors/no-instance.error.js';
+import type { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import type { HttpSettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
@@ -28,6 +29,7 @@ export interface InterceptorParts {
   balancer: LoadBalancer;
   ejection: OutlierEjection;
   budget: RetryBudget;
+  metrics: DiscoveryMetrics;
 }
 
 type DispatchOptions = Dispatcher.DispatchOptions & { [CALL_OPTIONS]?: CallOptions };
@@ -181,6 +183,7 @@ class DiscoveryCall {
     const instance = this.pick();
     if (!instance) return this.fail(lastError ?? new NoInstanceError(this.service));
     this.tried.add(instance.serviceId);
+    this.parts.metrics.httpPicked(this.service, instance.serviceId);
     const ended = this.parts.balancer.started(instance.serviceId);
     const handler = new AttemptHandler(this, instance, ended);
     const host = instance.address.includes(':') ? `[${instance.address}]` : instance.address;
@@ -214,6 +217,7 @@ class DiscoveryCall {
     if (!mayRetry(this.opts.method, failure, this.options.idempotent)) return false;
     if (!this.pick() || !this.parts.budget.tryRetry()) return false;
     this.retries++;
+    this.parts.metrics.httpRetried(this.service, failure);
     this.attempt(error);
     return true;
   }
@@ -269,6 +273,13 @@ class DiscoveryCall {
     return this.parts.ejection;
   }
 
+  /** A failed attempt on `serviceId`, counted toward its ejection. */
+  failedOn(serviceId: string): void {
+    if (this.parts.ejection.failed(serviceId, this.passing)) {
+      this.parts.metrics.httpEjected(this.service, serviceId);
+    }
+  }
+
   get passing(): readonly ServiceInstance[] {
     return this.parts.resolver.known(this.service) ?? this.candidates;
   }
@@ -314,7 +325,7 @@ class AttemptHandler implements Handler {
     clearTimeout(this.timer);
     const { statuses } = this.call.settings.retry;
     if (statuses.includes(statusCode)) {
-      this.call.ejection.failed(this.instance.serviceId, this.call.passing);
+      this.call.failedOn(this.instance.serviceId);
       const error = new Error(`${this.call.target} answered ${statusCode}`);
       if (this.call.retryAfter('status', error)) {
         this.abandoned = true;
@@ -341,7 +352,7 @@ class AttemptHandler implements Handler {
     this.finish();
     if (this.abandoned) return;
     const failure = failureOf(error);
-    if (failure) this.call.ejection.failed(this.instance.serviceId, this.call.passing);
+    if (failure) this.call.failedOn(this.instance.serviceId);
     if (failure && this.call.retryAfter(failure, error)) return;
     this.call.fail(error);
   }

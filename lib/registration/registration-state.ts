@@ -2,8 +2,16 @@
  * Self-registration's states. `registering` and `deregistering` are writes in progress;
  * `stopped` is final (shutdown began: nothing registers the instance again).
  */
-export type RegistrationState =
-  'idle' | 'registering' | 'registered' | 'deregistering' | 'deregistered' | 'stopped';
+export const REGISTRATION_STATES = [
+  'idle',
+  'registering',
+  'registered',
+  'deregistering',
+  'deregistered',
+  'stopped',
+] as const;
+
+export type RegistrationState = (typeof REGISTRATION_STATES)[number];
 
 /** The states a write ends in; a failed or superseded write falls back to the last of them. */
 export type SettledState = Extract<RegistrationState, 'idle' | 'registered' | 'deregistered'>;

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import type { RegistrationFields } from '../consul/agent-definition.js';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
@@ -10,13 +10,20 @@ import {
   selfNotConfiguredMessage,
 } from '../errors/error-messages.js';
 import { IllegalTransitionError } from '../errors/illegal-transition.error.js';
+import { consulOutcome } from '../metrics/consul-outcome.js';
+import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { ServiceRegistration } from '../protocol/service-discovery.protocol.js';
 import { ConsulRegistrar } from '../provider/consul.registrar.js';
 import { withDeadline } from '../resilience/with-deadline.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
 import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
 import { Heartbeat } from './heartbeat.js';
-import { canTransition, type RegistrationState, type SettledState } from './registration-state.js';
+import {
+  canTransition,
+  REGISTRATION_STATES,
+  type RegistrationState,
+  type SettledState,
+} from './registration-state.js';
 import { selfStatus, type SelfStatus } from './registration-status.js';
 
 /** This instance's registration: always with a health check (the settings default one). */
@@ -60,6 +67,7 @@ export class SelfRegistration {
   constructor(
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
     private readonly registrar: ConsulRegistrar,
+    @Optional() private readonly metrics: DiscoveryMetrics = DiscoveryMetrics.noop,
   ) {
     const { service, healthCheck, sharding } = settings;
     if (service.name !== undefined && service.port !== undefined && service.id !== undefined) {
@@ -80,6 +88,7 @@ export class SelfRegistration {
           : service.meta,
         healthCheck,
       };
+      metrics.observeRegistration(REGISTRATION_STATES, () => this.state);
     }
     const periodMs = 'ttl' in healthCheck ? healthCheck.ttlMs : healthCheck.intervalMs;
     this.heartbeat = new Heartbeat(
@@ -325,6 +334,7 @@ export class SelfRegistration {
       if (this.heartbeatFailing) this.logger.log(`Heartbeat of "${r.serviceId}" recovered`);
       this.heartbeatFailing = false;
     } catch (error) {
+      if (this.beating()) this.metrics.heartbeatFailed(consulOutcome(error));
       if (this.beating() && !this.heartbeatFailing) {
         this.logger.warn(`Heartbeat of "${r.serviceId}" failed: ${(error as Error).message}`);
       }
@@ -335,6 +345,7 @@ export class SelfRegistration {
     if (alive || !this.beating()) return;
     this.logger.warn(`Consul lost "${r.serviceId}" (agent restarted?); registering it again`);
     this.losses.next();
+    this.metrics.heartbeatFailed('lost');
     try {
       const repairSentAt = performance.now();
       await this.registrar.register(r, true, { attempts: 1 });

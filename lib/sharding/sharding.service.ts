@@ -1,7 +1,8 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject, type Subscription } from 'rxjs';
 import { ConsulClient } from '../consul/consul.client.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import {
   checkHandler,
   checkPartition,
@@ -15,6 +16,7 @@ import { WatchRegistry } from '../watch/watch.registry.js';
 import type { ServiceWatch } from '../watch/service-watch.js';
 import { CooperativeOwnership } from './cooperative.ownership.js';
 import { ExclusiveOwnership } from './exclusive.ownership.js';
+import { HandoffClock } from './handoff-clock.js';
 import type { Ownership } from './ownership.js';
 import { PartitionWorkers, type PartitionHandler } from './partition-workers.js';
 import { SettleWindow } from './settle-window.js';
@@ -54,6 +56,9 @@ export class ShardingService {
     released: [],
   };
   private table?: ShardTable;
+  /** This instance's partitions in the current table (ascending). */
+  private target: number[] = [];
+  private readonly handoff = new HandoffClock();
   private instances = new Map<string, ServiceInstance>();
   private latest: readonly ServiceInstance[] = [];
   private watch?: ServiceWatch;
@@ -66,9 +71,11 @@ export class ShardingService {
     @Inject(CONSUL_CLIENT) client: ConsulClient,
     private readonly watches: WatchRegistry,
     private readonly registration: SelfRegistration,
+    @Optional() private readonly metrics: DiscoveryMetrics = DiscoveryMetrics.noop,
   ) {
     this.config = settings.sharding;
     if (!this.config) return;
+    metrics.observePartitions(this.config.mode, () => this.owned().length);
     const changed = (acquired: number[], released: number[]): void => this.emit(acquired, released);
     this.ownership =
       this.config.mode === 'exclusive'
@@ -126,6 +133,7 @@ export class ShardingService {
     this.watch = this.watches.acquire(name, {});
     this.subscription = this.watch.instances$.subscribe((instances) => {
       this.latest = instances;
+      this.handoff.begin();
       this.settle?.touch();
     });
     this.ownership?.start();
@@ -156,7 +164,9 @@ export class ShardingService {
     this.instances = new Map(this.latest.map((i) => [i.serviceId, i]));
     const self = this.settings.service.id;
     this.version++;
-    this.ownership.assign(self !== undefined ? this.table.owned(self) : []);
+    this.target = self !== undefined ? this.table.owned(self) : [];
+    this.ownership.assign(this.target);
+    this.handoff.settle(this.owned(), this.target);
   }
 
   private assignment(): ShardAssignment {
@@ -169,6 +179,9 @@ export class ShardingService {
   }
 
   private emit(acquired: number[], released: number[]): void {
+    const waited = this.handoff.elapsed();
+    if (waited !== undefined) this.metrics.partitionsHandedOff(acquired.length, waited);
+    this.handoff.settle(this.owned(), this.target);
     this.lastChange = { acquired, released };
     this.changes.next(this.assignment());
   }

@@ -4,6 +4,7 @@ import { CapturingLogger } from '../../test/support/capturing-logger.harness.js'
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { ShardingSettings } from '../settings/discovery.settings.js';
 import { CooperativeOwnership } from './cooperative.ownership.js';
+import { HandoffClock } from './handoff-clock.js';
 import { PartitionWorkers } from './partition-workers.js';
 import { SettleWindow } from './settle-window.js';
 import { shardInput } from './shard-membership.js';
@@ -216,5 +217,26 @@ describe('CooperativeOwnership', () => {
     expect(ownership.owned()).toEqual([]);
     expect(changes.at(-1)).toEqual([[], [1, 2]]);
     expect(log.slice(-2)).toEqual(['stop 1', 'stop 2']);
+  });
+});
+
+describe('HandoffClock', () => {
+  it('runs from the first membership change until owned matches the table', () => {
+    let now = 1_000;
+    const clock = new HandoffClock(() => now);
+    expect(clock.elapsed()).toBeUndefined();
+    clock.begin();
+    now += 200;
+    clock.begin(); // a second change of the same burst: the handoff began earlier
+    now += 300;
+    expect(clock.elapsed()).toBe(0.5);
+    clock.settle([1, 2], [1, 2, 3]); // partition 3 still to come
+    now += 250;
+    expect(clock.elapsed()).toBe(0.75);
+    clock.settle([1, 2, 3], [1, 2, 3]);
+    expect(clock.elapsed()).toBeUndefined();
+    clock.begin();
+    now += 100;
+    expect(clock.elapsed()).toBe(0.1);
   });
 });

@@ -1,6 +1,7 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { ConsulClient } from '../consul/consul.client.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { DiscoveryQuery } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
 import { ChangeFeed } from './change-feed.js';
@@ -22,7 +23,9 @@ export class WatchRegistry {
   constructor(
     @Inject(DISCOVERY_SETTINGS) settings: DiscoverySettings,
     @Inject(CONSUL_CLIENT) private readonly client: ConsulClient,
+    @Optional() metrics: DiscoveryMetrics = DiscoveryMetrics.noop,
   ) {
+    metrics.observeWatches(() => this.watches.values());
     const { watch, retry } = settings;
     this.maxLongPolls = watch.maxLongPolls;
     this.options = {

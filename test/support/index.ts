@@ -4,3 +4,4 @@ export * from './persisted-checks.harness.js';
 export * from './reliability-report.harness.js';
 export * from './test-ca.harness.js';
 export * from './shard-table.harness.js';
+export * from './metrics.harness.js';
