@@ -14,6 +14,7 @@ import type {
   ServiceRegistration,
 } from './protocol/service-discovery.protocol.js';
 import { ConsulDiscoveryProvider } from './provider/consul-discovery.provider.js';
+import type { DiscoveryStatus } from './registration/registration-status.js';
 import { SelfRegistration } from './registration/self-registration.js';
 import { ShardingService } from './sharding/sharding.service.js';
 import { DiscoveryHttpClient } from './http/discovery-http.client.js';
@@ -97,6 +98,24 @@ export class DiscoveryService
   /** When the watched set was last confirmed by Consul, and whether the last attempt failed. */
   freshness(name: string, query?: DiscoveryQuery): Freshness | undefined {
     return this.watches.find(name, checkDiscoverQuery(name, query))?.freshness;
+  }
+
+  /**
+   * For a health endpoint: whether the agent answers (one local read, bounded by
+   * `consul.timeoutMs`) and where this instance's registration stands. Never rejects.
+   */
+  async status(): Promise<DiscoveryStatus> {
+    let held: boolean | undefined;
+    let agent: DiscoveryStatus['agent'] = { ok: true };
+    try {
+      // The agent's local services: the ping and the answer to "held?" in one read (with no
+      // service configured, any id does for the ping).
+      held = await this.client.hasLocalService(this.registration.serviceId ?? '');
+    } catch (error) {
+      agent = { ok: false, error: error instanceof Error ? error.message : String(error) };
+    }
+    const self = this.registration.status(held);
+    return self ? { agent, self } : { agent };
   }
 
   /**

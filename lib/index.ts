@@ -3,6 +3,8 @@ export { CONSUL_CLIENT, DISCOVERY_PROVIDER, DISCOVERY_SETTINGS } from './discove
 export { DiscoveryModule } from './discovery.module.js';
 export type { DiscoveryModuleAsyncOptions } from './discovery.module-definition.js';
 export { DiscoveryService } from './discovery.service.js';
+export type { RegistrationState } from './registration/registration-state.js';
+export type { DiscoveryStatus, SelfStatus } from './registration/registration-status.js';
 export { DiscoveryHttpClient, type DiscoveryRequestInit } from './http/discovery-http.client.js';
 export {
   ShardingService,

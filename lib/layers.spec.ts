@@ -18,7 +18,12 @@ const LAYERS: readonly (readonly string[])[] = [
   ['discovery.module.ts'],
   // The entry points: the main one and the subpaths (testing/ builds on the module's providers).
   ['index.ts', 'testing'],
+  // Subpath entry points that pull in optional peers: nothing below may load them.
+  ['terminus'],
 ];
+
+/** Optional peers: only their subpath folder may import them. */
+const OPTIONAL_PEERS: Readonly<Record<string, string>> = { '@nestjs/terminus': 'terminus' };
 
 const LIB = dirname(fileURLToPath(import.meta.url));
 
@@ -43,6 +48,12 @@ function relativeImports(file: string): string[] {
   return [...text.matchAll(/\bfrom '(\.{1,2}\/[^']+)'/g)].map((m) => m[1]);
 }
 
+/** `from '<peer>'`, `from '<peer>/…'`, `import '<peer>'` or `import('<peer>')`. */
+function importsPackage(text: string, peer: string): boolean {
+  const name = peer.replace(/[/.]/g, '\\$&');
+  return new RegExp(`(\\bfrom |\\bimport\\(?\\s*)['"]${name}(/[^'"]*)?['"]`).test(text);
+}
+
 describe('lib/ layers', () => {
   const files = sources(LIB);
 
@@ -58,6 +69,17 @@ describe('lib/ layers', () => {
         .map((target) => `${relative(LIB, file)} → ${relative(LIB, target)}`),
     );
     expect(upward).toEqual([]);
+  });
+
+  it('optional peers are imported only by their subpath folder', () => {
+    const misplaced = files.flatMap((file) => {
+      const text = readFileSync(file, 'utf8');
+      const top = relative(LIB, file).split('/')[0];
+      return Object.entries(OPTIONAL_PEERS)
+        .filter(([peer, folder]) => top !== folder && importsPackage(text, peer))
+        .map(([peer]) => `${relative(LIB, file)} → ${peer}`);
+    });
+    expect(misplaced).toEqual([]);
   });
 
   it('inside lib/, files are imported directly, not through a folder barrel', () => {

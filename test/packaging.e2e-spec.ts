@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,78 +10,176 @@ const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fixtures = join(root, 'test/support/fixtures/consumers');
 
+const REQUIRED = ['reflect-metadata@0.2', 'rxjs@7', 'class-validator@0.14'];
+const OPTIONAL = [
+  '@nestjs/terminus',
+  '@nestjs/axios',
+  'axios',
+  '@opentelemetry/api',
+  '@opentelemetry/sdk-metrics',
+];
+
+interface Instance {
+  serviceId: string;
+  address: string;
+  port: number;
+}
+
+/** What test/support/fixtures/consumers/consumer.run.cjs prints. */
 interface ConsumerOutput {
   nest: string;
-  found: { serviceId: string; address: string; port: number }[];
-  /** The same discover() on DiscoveryTestingModule (the ./testing subpath). */
-  doubled: { serviceId: string; address: string; port: number }[];
+  /** The optional peers installed next to it. */
+  peers: string[];
+  found: Instance[];
+  /** `DiscoveryHttpClient.fetch('http://compat/whoami')`. */
+  fetched: string;
+  /** `HealthCheckService.check` with `DiscoveryHealthIndicator` (`@athomic/discovery/terminus`). */
+  health?: string;
+  terminus?: string;
+  /** `@nestjs/axios` `HttpService` with `axiosAdapter()`, by name. */
+  axios?: string;
+  /** Instrument names the SDK the consumer registered collected. */
+  metrics?: string[];
+  /** The same code on `DiscoveryTestingModule` (`@athomic/discovery/testing`). */
+  doubled: Instance[];
+  doubledFetch: string;
+}
+
+interface Consumer {
+  /** Node runs this fixture (both, for the bare install). */
+  files: string[];
+  major: string;
+  packages: string[];
 }
 
 /**
- * The packed tarball (what npm publishes) installed into fresh folders: a NestJS 11 CommonJS
- * app (require(esm)) and a NestJS 12 ESM app both register, discover and close, and run the same
- * code on the in-memory double (`@athomic/discovery/testing`).
+ * The packed tarball (what npm publishes) installed into fresh folders: a NestJS 11 CommonJS app
+ * (require(esm)) and a NestJS 12 ESM app with every optional peer use all three entry points
+ * (register, discover, fetch and axios by name, a terminus health check, the in-memory double,
+ * metrics into the consumer's own SDK); a NestJS 12 install without any optional peer loads the
+ * main and testing entries, from CommonJS and from ESM, and works.
  */
 describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
   let agent: ConsulAgent;
   let work: string;
-  let tarball: string;
+  const installed = new Map<string, string>();
 
+  const consumers: Record<string, Consumer> = {
+    'Nest 11, CommonJS, every optional peer': {
+      files: ['consumer.cjs'],
+      major: '11.',
+      packages: [
+        '@nestjs/common@11',
+        '@nestjs/core@11',
+        '@nestjs/config@4',
+        '@nestjs/terminus@11',
+        '@nestjs/axios@4',
+        'axios@1',
+        '@opentelemetry/api@1.10',
+        '@opentelemetry/sdk-metrics@3.1',
+      ],
+    },
+    'Nest 12, ESM, every optional peer': {
+      files: ['consumer.mjs'],
+      major: '12.',
+      packages: [
+        '@nestjs/common@12',
+        '@nestjs/core@12',
+        '@nestjs/config@12',
+        '@nestjs/terminus@12',
+        '@nestjs/axios@12',
+        'axios@1',
+        '@opentelemetry/api@1.10',
+        '@opentelemetry/sdk-metrics@3.1',
+      ],
+    },
+    'Nest 12, no optional peer, CommonJS and ESM': {
+      files: ['consumer.cjs', 'consumer.mjs'],
+      major: '12.',
+      packages: ['@nestjs/common@12', '@nestjs/core@12', '@nestjs/config@12'],
+    },
+  };
+
+  // The three installs run side by side: npm spends most of its time waiting on the registry.
   beforeAll(async () => {
     agent = await startConsulAgent();
     work = mkdtempSync(join(tmpdir(), 'discovery-pack-'));
     const { stdout } = await run('npm', ['pack', '--silent', '--pack-destination', work], {
       cwd: root,
     });
-    tarball = join(work, stdout.trim().split('\n').pop()!);
-  }, 120_000);
+    const tarball = join(work, stdout.trim().split('\n').pop()!);
+    await Promise.all(
+      Object.entries(consumers).map(async ([name, consumer]) => {
+        const dir = mkdtempSync(join(work, 'app-'));
+        writeFileSync(join(dir, 'package.json'), '{ "name": "consumer", "private": true }\n');
+        await run(
+          'npm',
+          [
+            'install',
+            '--no-audit',
+            '--no-fund',
+            '--silent',
+            tarball,
+            ...consumer.packages,
+            ...REQUIRED,
+          ],
+          { cwd: dir, timeout: 240_000 },
+        );
+        for (const file of readdirSync(fixtures))
+          copyFileSync(join(fixtures, file), join(dir, file));
+        installed.set(name, dir);
+      }),
+    );
+  }, 300_000);
 
   afterAll(async () => {
     await agent?.stop();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  const consumers: [string, string, string[]][] = [
-    ['nest11-cjs.cjs', '11.', ['@nestjs/common@11', '@nestjs/core@11', '@nestjs/config@4']],
-    ['nest12-esm.mjs', '12.', ['@nestjs/common@12', '@nestjs/core@12', '@nestjs/config@12']],
-  ];
-
-  it.each(consumers)(
-    '%s installs from the tarball, registers and discovers',
-    async (file, major, nest) => {
-      const dir = mkdtempSync(join(work, 'app-'));
-      writeFileSync(join(dir, 'package.json'), '{ "name": "consumer", "private": true }\n');
-      await run(
-        'npm',
-        [
-          'install',
-          '--no-audit',
-          '--no-fund',
-          '--silent',
-          tarball,
-          ...nest,
-          'reflect-metadata@0.2',
-          'rxjs@7',
-          'class-validator@0.14',
-        ],
-        { cwd: dir, timeout: 180_000 },
-      );
-      copyFileSync(join(fixtures, file), join(dir, file));
-      const serviceId = `compat-${file.split('-')[0]}`;
-      const { stdout } = await run('node', [file], {
-        cwd: dir,
-        timeout: 30_000,
-        env: { ...process.env, CONSUL_PORT: String(agent.httpPort), SERVICE_ID: serviceId },
-      });
-      const output = JSON.parse(stdout.trim().split('\n').pop()!) as ConsumerOutput;
-      expect(output.nest.startsWith(major)).toBe(true);
-      expect(output.found).toEqual([expect.objectContaining({ serviceId, address: '127.0.0.1' })]);
-      expect(output.doubled).toEqual([
-        expect.objectContaining({ serviceId: 'double-1', address: '127.0.0.1', node: 'in-memory' }),
-      ]);
-      // It closed: deregistered, and the process ended on its own (execFile resolved).
-      expect(await agent.api().agentServices()).not.toHaveProperty(serviceId);
+  it.each(Object.keys(consumers))(
+    '%s',
+    async (name) => {
+      const { files, major, packages } = consumers[name];
+      const full = packages.some((p) => p.startsWith('@nestjs/terminus'));
+      for (const file of files) {
+        const serviceId = `compat-${major.replace('.', '')}-${file.replace('.', '-')}`;
+        const { stdout } = await run('node', [file], {
+          cwd: installed.get(name),
+          timeout: 30_000,
+          env: { ...process.env, CONSUL_PORT: String(agent.httpPort), SERVICE_ID: serviceId },
+        });
+        const output = JSON.parse(stdout.trim().split('\n').pop()!) as ConsumerOutput;
+        expect(output.nest.startsWith(major)).toBe(true);
+        expect(output.peers).toEqual(full ? OPTIONAL : []);
+        expect(output.found).toEqual([
+          expect.objectContaining({ serviceId, address: '127.0.0.1' }),
+        ]);
+        expect(output.fetched).toBe(serviceId);
+        expect(output.doubled).toEqual([
+          expect.objectContaining({
+            serviceId: 'double-1',
+            address: '127.0.0.1',
+            node: 'in-memory',
+          }),
+        ]);
+        expect(output.doubledFetch).toBe(serviceId);
+        if (full) {
+          expect(output.terminus?.startsWith(major)).toBe(true);
+          expect(output.health).toBe('ok');
+          expect(output.axios).toBe(serviceId);
+          expect(output.metrics).toEqual(
+            expect.arrayContaining(['discovery.consul.request.duration', 'discovery.http.picks']),
+          );
+        } else {
+          expect(output).not.toHaveProperty('health');
+          expect(output).not.toHaveProperty('axios');
+          expect(output).not.toHaveProperty('metrics');
+        }
+        // It closed: deregistered, and the process ended on its own (execFile resolved).
+        expect(await agent.api().agentServices()).not.toHaveProperty(serviceId);
+      }
     },
-    240_000,
+    120_000,
   );
 });

@@ -64,3 +64,16 @@ export const axiosMissingMessage = (): string =>
 
 export const axiosBodyMessage = (kind: string): string =>
   `The axios adapter sends strings, Buffers, ArrayBuffers, typed arrays and Readable streams; got ${kind}`;
+
+export const healthKeyMessage = (): string => 'key must be a non-empty string';
+
+export const healthOptionsMessage = (): string =>
+  'options must be an object { requireRegistered?, maxStaleMs? }';
+
+export const unknownHealthOptionMessage = (name: string): string =>
+  `${name} is not an option of isHealthy (requireRegistered, maxStaleMs)`;
+
+export const requireRegisteredMessage = (): string => 'requireRegistered must be a boolean';
+
+export const maxStaleMsMessage = (): string =>
+  'maxStaleMs must be an integer from 0 to 2147483647 (milliseconds)';

@@ -24,6 +24,7 @@ import {
   type RegistrationState,
   type SettledState,
 } from './registration-state.js';
+import { selfStatus, type SelfStatus } from './registration-status.js';
 
 /** This instance's registration: always with a health check (the settings default one). */
 export interface SelfFields extends RegistrationFields {
@@ -141,6 +142,28 @@ export class SelfRegistration {
     };
     if (r.address !== undefined) self.address = r.address;
     return self;
+  }
+
+  /** This instance's id; `undefined` when no service is configured. */
+  get serviceId(): string | undefined {
+    return this.fields?.serviceId;
+  }
+
+  /**
+   * Where the registration stands, given whether the agent holds it (`undefined`: the read
+   * failed); `undefined` when no service is configured.
+   */
+  status(held: boolean | undefined): SelfStatus | undefined {
+    const r = this.fields;
+    if (!r) return undefined;
+    return selfStatus({
+      serviceId: r.serviceId,
+      state: this.state,
+      held,
+      lastPassAt: this.lastPass,
+      ttlMs: 'ttl' in r.healthCheck ? r.healthCheck.ttlMs : undefined,
+      now: performance.now(),
+    });
   }
 
   /**

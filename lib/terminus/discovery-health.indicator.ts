@@ -1,0 +1,50 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { HealthIndicatorService, type HealthIndicatorResult } from '@nestjs/terminus';
+import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { DiscoveryService } from '../discovery.service.js';
+import { DiscoverySettings } from '../settings/discovery.settings.js';
+import { ShardingService } from '../sharding/sharding.service.js';
+import { checkHealthArguments, type DiscoveryHealthOptions } from './discovery-health.arguments.js';
+import { healthReport } from './discovery-health.report.js';
+
+/**
+ * A `@nestjs/terminus` indicator (11 and 12: built on `HealthIndicatorService` only). List it in
+ * the `providers` of a module that imports `TerminusModule` and sees `DiscoveryService`. It
+ * depends on the public classes alone, so it works on the in-memory testing module too.
+ */
+@Injectable()
+export class DiscoveryHealthIndicator {
+  constructor(
+    private readonly health: HealthIndicatorService,
+    private readonly discovery: DiscoveryService,
+    private readonly sharding: ShardingService,
+    @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
+  ) {}
+
+  /**
+   * Up when the agent answers (one local read, bounded by `consul.timeoutMs`) and, when a service
+   * is configured and `requireRegistered`, it is registered and passing; with `maxStaleMs`, also
+   * when no name of `watch.services` has been stale for longer. Details: the agent, the
+   * registration, each watched name's freshness, the owned partition count when sharding.
+   */
+  async isHealthy(
+    key = 'discovery',
+    options: DiscoveryHealthOptions = {},
+  ): Promise<HealthIndicatorResult> {
+    const checked = checkHealthArguments(key, options);
+    const indicator = this.health.check(checked.key);
+    const status = await this.discovery.status();
+    const { up, details } = healthReport({
+      status,
+      requireRegistered: checked.requireRegistered,
+      maxStaleMs: checked.maxStaleMs,
+      watches: this.settings.watch.services.map((name) => ({
+        name,
+        freshness: this.discovery.freshness(name),
+      })),
+      owned: this.settings.sharding ? this.sharding.owned().length : undefined,
+      now: Date.now(),
+    });
+    return up ? indicator.up({ ...details }) : indicator.down({ ...details });
+  }
+}
