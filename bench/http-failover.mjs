@@ -81,6 +81,8 @@ export async function httpFailoverSection(ctx) {
         failures: r.failures,
         retries: r.retries,
         attemptsToVictimAfterKill: r.attemptsToVictimAfterKill,
+        failedOnVictim: r.failedOnVictim,
+        failedOnOthers: r.failedOnOthers,
         loadMs: Math.round(r.loadMs),
         before,
         during,

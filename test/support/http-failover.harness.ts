@@ -47,6 +47,14 @@ export interface KillUnderLoadResult {
   retries: number;
   /** Attempts to the victim after the kill. */
   attemptsToVictimAfterKill: number;
+  /** Attempts that failed on the victim / on the other instances. */
+  failedOnVictim: number;
+  failedOnOthers: number;
+  /**
+   * Per failure on the victim, in order: the attempts to it created after that failure (0 from
+   * the failure that ejected it on: passive ejection seen from outside).
+   */
+  victimAttemptsAfterFailure: number[];
   /** serviceId → successful answers. */
   answeredBy: Record<string, number>;
   /** Latency (ms, to the body read) of requests started before the kill / within `duringMs` after it. */
@@ -93,6 +101,9 @@ export async function killUnderLoad(o: KillUnderLoadOptions): Promise<KillUnderL
     attempts: 0,
     retries: 0,
     attemptsToVictimAfterKill: 0,
+    failedOnVictim: 0,
+    failedOnOthers: 0,
+    victimAttemptsAfterFailure: [],
     answeredBy: {},
     latencyBeforeMs: [],
     latencyDuringMs: [],
@@ -145,6 +156,13 @@ export async function killUnderLoad(o: KillUnderLoadOptions): Promise<KillUnderL
   await victim.app.exited;
   result.attempts = tap.seq;
   result.retries = result.attempts - result.requests;
-  result.attemptsToVictimAfterKill = tap.to(victim.origin).filter((a) => a.seq > seqAtKill).length;
+  const toVictim = tap.to(victim.origin);
+  result.attemptsToVictimAfterKill = toVictim.filter((a) => a.seq > seqAtKill).length;
+  const onVictim = tap.failuresOf(victim.origin);
+  result.failedOnVictim = onVictim.length;
+  result.failedOnOthers = tap.failures.length - onVictim.length;
+  result.victimAttemptsAfterFailure = onVictim.map(
+    (f) => toVictim.filter((a) => a.seq > f.seq).length,
+  );
   return result;
 }
