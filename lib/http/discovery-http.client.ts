@@ -63,9 +63,12 @@ export class DiscoveryHttpClient {
   ) {
     const { http, consul } = settings;
     this.agent = new Agent({ connect: { timeout: http.timeouts.connectMs } });
-    this.resolver = new ServiceResolver(watches, consul.timeoutMs);
-    this.balancer = new LoadBalancer(http.strategy);
     this.ejection = new OutlierEjection(http.outlier);
+    // Instances that left every passing set are forgotten (a returning one starts afresh).
+    this.resolver = new ServiceResolver(watches, consul.timeoutMs, (passing) =>
+      this.ejection.retain(passing),
+    );
+    this.balancer = new LoadBalancer(http.strategy);
     this.dispatcher = this.agent.compose(
       discoveryInterceptor({
         settings: http,

@@ -72,6 +72,19 @@ describe('OutlierEjection', () => {
     expect(ejection.isEjected('s0')).toBe(false);
   });
 
+  it('forgets an instance that left every passing set: back, it starts afresh', () => {
+    let now = 0;
+    const ejection = new OutlierEjection(policy, () => now);
+    const four = instances(4);
+    for (let i = 0; i < 5; i++) ejection.failed('s0', four);
+    expect(ejection.isEjected('s0')).toBe(true);
+    ejection.retain(new Set(['s1', 's2', 's3']));
+    expect(ejection.eligible(four)).toHaveLength(4);
+    for (let i = 0; i < 5; i++) ejection.failed('s0', four);
+    now = 30_001; // a first ejection again: base, not base × 2
+    expect(ejection.isEjected('s0')).toBe(false);
+  });
+
   it('a success resets the count', () => {
     const ejection = new OutlierEjection(policy, () => 0);
     const two = instances(2);

@@ -1,4 +1,4 @@
-import { firstValueFrom, map, race, timer } from 'rxjs';
+import { firstValueFrom, map, race, timer, type Subscription } from 'rxjs';
 import { NoInstanceError } from '../errors/no-instance.error.js';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
@@ -12,10 +12,13 @@ import type { WatchRegistry } from '../watch/watch.registry.js';
  */
 export class ServiceResolver {
   private readonly watches = new Map<string, ServiceWatch>();
+  private readonly subscriptions: Subscription[] = [];
 
+  /** `changed` hears the serviceIds passing in any resolved service, on every change. */
   constructor(
     private readonly registry: WatchRegistry,
     private readonly timeoutMs: number,
+    private readonly changed: (passing: ReadonlySet<string>) => void = () => undefined,
   ) {}
 
   /** The passing set now; `undefined` until the watch (started here if need be) has one. */
@@ -47,6 +50,7 @@ export class ServiceResolver {
   }
 
   close(): void {
+    for (const subscription of this.subscriptions.splice(0)) subscription.unsubscribe();
     for (const watch of this.watches.values()) this.registry.release(watch);
     this.watches.clear();
   }
@@ -56,7 +60,16 @@ export class ServiceResolver {
     if (!watch) {
       watch = this.registry.acquire(service, {});
       this.watches.set(service, watch);
+      this.subscriptions.push(watch.instances$.subscribe(() => this.changed(this.passingIds())));
     }
     return watch;
+  }
+
+  private passingIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const watch of this.watches.values()) {
+      for (const instance of watch.snapshot ?? []) ids.add(instance.serviceId);
+    }
+    return ids;
   }
 }

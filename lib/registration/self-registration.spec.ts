@@ -9,7 +9,11 @@ import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error
 import { ConsulRegistrar } from '../provider/consul.registrar.js';
 import type { DiscoveryModuleOptions } from '../settings/discovery-module-options.interface.js';
 import { createDiscoverySettings } from '../settings/discovery-settings.factory.js';
-import { canTransition, type RegistrationState } from './registration-state.js';
+import {
+  canTransition,
+  REGISTRATION_STATES,
+  type RegistrationState,
+} from './registration-state.js';
 import { SelfRegistration } from './self-registration.js';
 
 // The state machine on fake timers. A real agent cannot hold a heartbeat pass in flight or fail
@@ -135,14 +139,7 @@ describe('SelfRegistration', () => {
   });
 
   describe('transition table', () => {
-    const all: RegistrationState[] = [
-      'idle',
-      'registering',
-      'registered',
-      'deregistering',
-      'deregistered',
-      'stopped',
-    ];
+    const all: readonly RegistrationState[] = REGISTRATION_STATES;
 
     it('stopped is final and every state can reach stopped', () => {
       for (const to of all) expect(canTransition('stopped', to)).toBe(false);

@@ -43,6 +43,8 @@ export interface ChildAppOptions {
   maxLifeMs?: number;
   /** With `options.sharding`: the partition handler's tuning (CHILD_APP_SHARD, see the fixture). */
   shard?: ShardTuning;
+  /** Serve HTTP on `options.service.port` (CHILD_APP_HTTP, see the fixture); POST bodies go to `logFile`. */
+  http?: { logFile: string };
 }
 
 export interface ShardTuning {
@@ -87,6 +89,7 @@ export function startChildApp({
   options,
   maxLifeMs = 60_000,
   shard,
+  http,
 }: ChildAppOptions): ChildApp {
   const dist = path.join(repoRoot(), 'dist', 'index.js');
   if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`npm run build\` first`);
@@ -99,6 +102,7 @@ export function startChildApp({
     CHILD_APP_MAX_LIFE_MS: String(maxLifeMs),
     CHILD_APP_SHARD: JSON.stringify(shard ?? {}),
   });
+  if (http) env.CHILD_APP_HTTP = JSON.stringify(http);
   const child = spawn(process.execPath, [CHILD_APP_FIXTURE], {
     env,
     stdio: ['pipe', 'pipe', 'pipe'],
