@@ -147,7 +147,9 @@ describe('DiscoveryHttpClient', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect((error as Error & { cause?: unknown }).cause ?? error).toBeInstanceOf(NoInstanceError);
+    // The module's own error, not fetch's TypeError('fetch failed') around it.
+    expect(error).toBeInstanceOf(NoInstanceError);
+    expect((error as NoInstanceError).service).toBe('nobody');
   });
 
   it('rejects bad arguments before any I/O, naming them', async () => {
@@ -158,6 +160,12 @@ describe('DiscoveryHttpClient', () => {
       [() => http.fetch('ftp://echo/x'), 'url'],
       [() => http.fetch('http://echo/x', { deadlineMs: -5 }), 'deadlineMs'],
       [() => http.fetch('http://echo/x', { shardKey: 7 as unknown as string }), 'shardKey'],
+      [() => Promise.resolve().then(() => http.choose('not a name')), 'name'],
+      [
+        () =>
+          Promise.resolve().then(() => http.choose('echo', { shardKey: 7 as unknown as string })),
+        'shardKey',
+      ],
     ] as const) {
       const error: unknown = await call().then(
         () => undefined,
@@ -201,9 +209,8 @@ describe('DiscoveryHttpClient', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    const cause = (error as Error & { cause?: unknown }).cause ?? error;
-    expect(cause).toBeInstanceOf(DiscoverySettingsError);
-    expect((cause as DiscoverySettingsError).paths).toEqual(['shardKey']);
+    expect(error).toBeInstanceOf(DiscoverySettingsError);
+    expect((error as DiscoverySettingsError).paths).toEqual(['shardKey']);
   });
 
   it('choose() picks from memory; a name not watched yet starts its watch and gives undefined', async () => {

@@ -2,6 +2,8 @@ import { Inject, Injectable, Optional } from '@nestjs/common';
 import type { AxiosAdapter } from 'axios';
 import { Agent, Dispatcher, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { DiscoveryError } from '../errors/discovery.error.js';
+import { checkDiscoverQuery } from '../protocol/service-discovery.arguments.js';
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
@@ -81,7 +83,11 @@ export class DiscoveryHttpClient {
     );
   }
 
-  /** WHATWG fetch (undici's) through `dispatcher`; rejects before any I/O on bad arguments. */
+  /**
+   * WHATWG fetch (undici's) through `dispatcher`; rejects before any I/O on bad arguments. The
+   * module's own errors (`NoInstanceError`, `DiscoveryTimeoutError`, …) reject as themselves, not
+   * wrapped in fetch's `TypeError('fetch failed')`; transport errors stay as fetch reports them.
+   */
   async fetch(input: string | URL, init: DiscoveryRequestInit = {}): Promise<Response> {
     checkRequestUrl(input);
     const { deadlineMs, idempotent, shardKey, ...rest } = checkCallOptions(init);
@@ -89,7 +95,12 @@ export class DiscoveryHttpClient {
       deadlineMs === undefined && idempotent === undefined && shardKey === undefined
         ? this.dispatcher
         : new CallDispatcher(this.dispatcher, { deadlineMs, idempotent, shardKey });
-    return undiciFetch(input, { ...rest, dispatcher });
+    try {
+      return await undiciFetch(input, { ...rest, dispatcher });
+    } catch (error) {
+      const cause = (error as { cause?: unknown }).cause;
+      throw cause instanceof DiscoveryError ? cause : error;
+    }
   }
 
   /**
@@ -106,6 +117,8 @@ export class DiscoveryHttpClient {
    * gives `undefined`.
    */
   choose(service: string, options: { shardKey?: string } = {}): ServiceInstance | undefined {
+    checkDiscoverQuery(service, undefined);
+    checkCallOptions(options);
     const known = this.resolver.known(service);
     if (!known || known.length === 0) return undefined;
     const eligible = this.ejection.eligible(known);
