@@ -100,10 +100,10 @@ export function readRegistration(
   return args;
 }
 
-export function checkServiceId(serviceId: unknown): string {
+export function checkServiceId(serviceId: unknown, subject = 'deregister() arguments'): string {
   const out = new ViolationCollector();
   out.validate(Object.assign(new ServiceIdArgument(), { serviceId }), '');
-  fail(out, 'deregister() arguments');
+  fail(out, subject);
   return serviceId as string;
 }
 

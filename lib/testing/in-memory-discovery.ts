@@ -33,7 +33,7 @@ export class InMemoryDiscovery {
    * `setPassing(id, true)`, whatever its own TTL passes say; `true` also passes its own check.
    */
   setPassing(serviceId: string, passing: boolean): void {
-    const id = checkServiceId(serviceId);
+    const id = checkServiceId(serviceId, SET_PASSING);
     if (typeof passing !== 'boolean') {
       throw new DiscoverySettingsError(
         [{ path: 'passing', reasons: ['passing must be a boolean'] }],
