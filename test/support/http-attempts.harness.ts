@@ -2,8 +2,9 @@ import diagnostics from 'node:diagnostics_channel';
 
 // What an undici client in this process puts on the wire, seen through undici's own diagnostics
 // channels: `undici:request:create`, one message per request handed to a connection pool, so one
-// per attempt (including those whose connect then fails), and `undici:request:error`, published
-// before the request's handler hears of the error. No library code involved: the reliability
+// per attempt (including those whose connect then fails), and `undici:request:error` /
+// `undici:request:headers`, published before the request's handler hears of the error / the
+// response. No library code involved: the reliability
 // specs count attempts (= requests + retries), where they went and which failed with it.
 
 export interface HttpAttempt {
@@ -27,9 +28,19 @@ export interface HttpFailure {
   at: number;
 }
 
+/** How an attempt ended, in the order the handlers heard it. */
+export interface HttpOutcome {
+  origin: string;
+  /** Response headers arrived (`false`: an error). */
+  answered: boolean;
+  /** Attempts seen at that moment. */
+  seq: number;
+}
+
 export interface AttemptTap {
   readonly attempts: readonly HttpAttempt[];
   readonly failures: readonly HttpFailure[];
+  readonly outcomes: readonly HttpOutcome[];
   /** Attempts seen so far: compare with an attempt's `seq` to order it against a moment. */
   readonly seq: number;
   /** The attempts to `origin`. */
@@ -41,6 +52,7 @@ export interface AttemptTap {
 
 const CREATE = 'undici:request:create';
 const ERROR = 'undici:request:error';
+const HEADERS = 'undici:request:headers';
 
 interface RequestMessage {
   request: { origin?: string | URL; method?: string; path?: string };
@@ -52,6 +64,7 @@ export function tapHttpAttempts(origins: readonly string[]): AttemptTap {
   const watched = new Set(origins);
   const attempts: HttpAttempt[] = [];
   const failures: HttpFailure[] = [];
+  const outcomes: HttpOutcome[] = [];
   const originOf = (message: unknown): string | undefined => {
     const origin = new URL(String((message as RequestMessage).request.origin)).origin;
     return watched.has(origin) ? origin : undefined;
@@ -74,12 +87,19 @@ export function tapHttpAttempts(origins: readonly string[]): AttemptTap {
     const { error } = message as RequestMessage;
     const code = error?.code ?? error?.name ?? 'unknown';
     failures.push({ origin, code, seq: attempts.length, at: performance.now() });
+    outcomes.push({ origin, answered: false, seq: attempts.length });
+  };
+  const onHeaders = (message: unknown): void => {
+    const origin = originOf(message);
+    if (origin !== undefined) outcomes.push({ origin, answered: true, seq: attempts.length });
   };
   diagnostics.subscribe(CREATE, onCreate);
   diagnostics.subscribe(ERROR, onError);
+  diagnostics.subscribe(HEADERS, onHeaders);
   return {
     attempts,
     failures,
+    outcomes,
     get seq() {
       return attempts.length;
     },
@@ -88,6 +108,7 @@ export function tapHttpAttempts(origins: readonly string[]): AttemptTap {
     close: () => {
       diagnostics.unsubscribe(CREATE, onCreate);
       diagnostics.unsubscribe(ERROR, onError);
+      diagnostics.unsubscribe(HEADERS, onHeaders);
     },
   };
 }

@@ -1,4 +1,4 @@
-import { tapHttpAttempts } from './http-attempts.harness.js';
+import { tapHttpAttempts, type HttpOutcome } from './http-attempts.harness.js';
 import type { HttpChildren } from './http-children.harness.js';
 
 // The SIGKILL-under-load scenario, shared by test/http-client.reliability-spec.ts and
@@ -33,6 +33,8 @@ export interface KillUnderLoadOptions {
   duringMs?: number;
   /** The path to GET (default '/whoami': answers the instance's serviceId). */
   path?: string;
+  /** The client's `http.outlier.consecutiveFailures` (default 5), to find when it ejected. */
+  consecutiveFailures?: number;
 }
 
 export interface KillUnderLoadResult {
@@ -51,10 +53,11 @@ export interface KillUnderLoadResult {
   failedOnVictim: number;
   failedOnOthers: number;
   /**
-   * Per failure on the victim, in order: the attempts to it created after that failure (0 from
-   * the failure that ejected it on: passive ejection seen from outside).
+   * Attempts to the dead instance created after its `consecutiveFailures`-th failure in a row
+   * (a response in between resets the count, as passive ejection does); `undefined` when it
+   * never failed that many times in a row.
    */
-  victimAttemptsAfterFailure: number[];
+  victimAttemptsAfterEjection?: number;
   /** serviceId → successful answers. */
   answeredBy: Record<string, number>;
   /** Latency (ms, to the body read) of requests started before the kill / within `duringMs` after it. */
@@ -103,7 +106,6 @@ export async function killUnderLoad(o: KillUnderLoadOptions): Promise<KillUnderL
     attemptsToVictimAfterKill: 0,
     failedOnVictim: 0,
     failedOnOthers: 0,
-    victimAttemptsAfterFailure: [],
     answeredBy: {},
     latencyBeforeMs: [],
     latencyDuringMs: [],
@@ -161,8 +163,24 @@ export async function killUnderLoad(o: KillUnderLoadOptions): Promise<KillUnderL
   const onVictim = tap.failuresOf(victim.origin);
   result.failedOnVictim = onVictim.length;
   result.failedOnOthers = tap.failures.length - onVictim.length;
-  result.victimAttemptsAfterFailure = onVictim.map(
-    (f) => toVictim.filter((a) => a.seq > f.seq).length,
-  );
+  const ejectedAt = nthFailureInARow(tap.outcomes, victim.origin, o.consecutiveFailures ?? 5);
+  if (ejectedAt !== undefined) {
+    result.victimAttemptsAfterEjection = toVictim.filter((a) => a.seq > ejectedAt).length;
+  }
   return result;
+}
+
+/** The tap's `seq` when `origin` had failed `n` times with no answer in between, if it did. */
+function nthFailureInARow(
+  outcomes: readonly HttpOutcome[],
+  origin: string,
+  n: number,
+): number | undefined {
+  let inARow = 0;
+  for (const outcome of outcomes) {
+    if (outcome.origin !== origin) continue;
+    inARow = outcome.answered ? 0 : inARow + 1;
+    if (inARow === n) return outcome.seq;
+  }
+  return undefined;
 }
