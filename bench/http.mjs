@@ -3,7 +3,9 @@
 // name through the client, for fetch, the dispatcher and the axios adapter.
 // - sequential: the direct and by-name calls interleaved call by call, so drift hits both;
 // - 32 concurrent: requests per second over alternating rounds (direct, by name, direct, …),
-//   the median round of each compared.
+//   the median round of each compared. For the dispatcher a third side, a pass-through
+//   interceptor composed the same way (undici's compose, no discovery), shows what the
+//   composition alone costs.
 import axios from 'axios';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { startEchoServers } from '../.tmp/toolkit/toolkit.js';
@@ -38,6 +40,7 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 export async function httpSection({ agent, api, report }) {
   const servers = await startEchoServers(INSTANCES);
   const direct = new Agent();
+  const passThrough = new Agent().compose((dispatch) => (opts, handler) => dispatch(opts, handler));
   const client = await discoveryApp(moduleOptions(agent, { register: false }));
   try {
     await api.inBatches(servers.ports, INSTANCES, (port, i) =>
@@ -74,6 +77,11 @@ export async function httpSection({ agent, api, report }) {
             .request({ origin: `http://${SERVICE}`, path: '/x', method: 'GET' })
             .then((r) => r.body.text())
             .then(expectOk),
+        composed: () =>
+          passThrough
+            .request({ origin: known(), path: '/x', method: 'GET' })
+            .then((r) => r.body.text())
+            .then(expectOk),
       },
       'axios adapter': {
         direct: () => axiosDirect.get(`${known()}/x`).then((r) => expectOk(r.data)),
@@ -83,7 +91,8 @@ export async function httpSection({ agent, api, report }) {
     const section = `7. HTTP client overhead (${INSTANCES} echo servers in a child process; direct = a known address)`;
     const results = {};
     for (const [what, pair] of Object.entries(pairs)) {
-      const sequential = await timeInterleaved(pair, { iterations: SEQUENTIAL, warmup: 300 });
+      const { composed, ...sides } = pair;
+      const sequential = await timeInterleaved(sides, { iterations: SEQUENTIAL, warmup: 300 });
       const s = { direct: summarize(sequential.direct), byName: summarize(sequential.byName) };
       const added = s.byName.mean - s.direct.mean;
       report.row({
@@ -94,10 +103,11 @@ export async function httpSection({ agent, api, report }) {
         note: `${added >= 0 ? '+' : ''}${(added / 1e3).toFixed(1)} µs mean vs direct`,
         target: { text: '≤ +50 µs mean', met: added <= ADDED_TARGET_NS },
       });
-      const rates = { direct: [], byName: [] };
+      const order = composed ? ['direct', 'byName', 'composed'] : ['direct', 'byName'];
+      const rates = Object.fromEntries(order.map((side) => [side, []]));
       await throughput(pair.byName, 1_000, CONCURRENCY);
       for (let round = 0; round < ROUNDS; round++) {
-        for (const side of round % 2 === 0 ? ['direct', 'byName'] : ['byName', 'direct']) {
+        for (const side of round % 2 === 0 ? order : [...order].reverse()) {
           collect();
           rates[side].push(await throughput(pair[side], PER_ROUND, CONCURRENCY));
         }
@@ -111,12 +121,21 @@ export async function httpSection({ agent, api, report }) {
           `(${median(rates.direct).toFixed(0)} req/s)`,
         target: { text: '≥ 95% of direct', met: ratio >= THROUGHPUT_TARGET },
       });
+      if (composed) {
+        const share = median(rates.composed) / median(rates.direct);
+        report.row({
+          section,
+          name: `  reference: a pass-through interceptor (undici compose), ${CONCURRENCY} concurrent`,
+          value: `${median(rates.composed).toFixed(0)} req/s = ${(share * 100).toFixed(1)}% of direct`,
+        });
+      }
       results[what] = { sequential: s, addedMeanNs: added, rates, throughputRatio: ratio };
     }
     return results;
   } finally {
     await client.close();
     await direct.close();
+    await passThrough.close();
     await servers.stop();
     await Promise.all(servers.ports.map((_, i) => api.deregister(`${SERVICE}-${i}`)));
   }
