@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { DecoratorHandler, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
 import { httpTimeoutMessage } from '../errors/error-messages.js';
 import { NoInstanceError } from '../errors/no-instance.error.js';
@@ -125,7 +125,8 @@ class DiscoveryCall {
   ) {
     this.service = origin.hostname;
     this.options = opts[CALL_OPTIONS] ?? {};
-    this.downstream = new DecoratorHandler(handler);
+    // undici's compose hands interceptors handlers of its current API (legacy ones wrapped).
+    this.downstream = handler;
     this.controller = new CallerController(this);
   }
 
