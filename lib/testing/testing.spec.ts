@@ -1,4 +1,6 @@
 import 'reflect-metadata';
+import { createHook } from 'node:async_hooks';
+import { sep } from 'node:path';
 import { Module } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { filter, firstValueFrom } from 'rxjs';
@@ -35,7 +37,37 @@ const instance = (serviceId: string, port = 5000) => ({
 /** Lets every pending promise callback run (a blocking query woken by a change answers). */
 const settled = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+const OWN_CODE = `${sep}lib${sep}`;
+
+/**
+ * Timers this library's code creates from now on and that are still armed (Jest's own, e.g. its
+ * reporter's, are not counted). A cleared or fired timer's destroy hook runs a turn later: await
+ * `settled()` first.
+ */
+function trackOwnTimers(): { armed: () => number; settled: () => Promise<void>; stop: () => void } {
+  const armed = new Set<number>();
+  const hook = createHook({
+    init(id, type) {
+      if (type !== 'Timeout') return;
+      // The frame that called setTimeout: in this library, not in a dependency or Jest.
+      const frames = (new Error().stack ?? '').split('\n');
+      const caller = frames[frames.findIndex((f) => f.includes('at setTimeout')) + 1] ?? '';
+      if (caller.includes(OWN_CODE) && !caller.includes(`node_modules${sep}`)) armed.add(id);
+    },
+    destroy(id) {
+      armed.delete(id);
+    },
+  }).enable();
+  const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  return {
+    armed: () => armed.size,
+    settled: async () => {
+      await turn();
+      await turn();
+    },
+    stop: () => hook.disable(),
+  };
+}
 
 describe('InMemoryTransport', () => {
   let catalog: InMemoryCatalog;
@@ -84,7 +116,7 @@ describe('InMemoryTransport', () => {
   });
 
   it('abort and close end a waiting query as ConsulClient’s do, leaving no timer', async () => {
-    const before = timers();
+    const own = trackOwnTimers();
     const controller = new AbortController();
     const aborted = transport.watchServiceNames({
       ...LONG_WAIT,
@@ -92,13 +124,15 @@ describe('InMemoryTransport', () => {
       signal: controller.signal,
     });
     const closed = transport.watchCheckStates({ ...LONG_WAIT, index: 1 });
-    expect(timers()).toBe(before + 2);
+    expect(own.armed()).toBe(2);
 
     controller.abort();
     await expect(aborted).rejects.toMatchObject({ code: 'EABORTED' });
     transport.close();
     await expect(closed).rejects.toBeInstanceOf(DiscoveryUnavailableError);
-    expect(timers()).toBe(before);
+    await own.settled();
+    own.stop();
+    expect(own.armed()).toBe(0);
     await expect(transport.healthyInstances('orders')).rejects.toMatchObject({ code: 'ECLOSED' });
   });
 
@@ -300,23 +334,27 @@ describe('DiscoveryTestingModule', () => {
   });
 
   it('leaves no timer behind after close (self, heartbeat, watches, sharding)', async () => {
-    const before = timers();
-    const app = await compile({
-      self: { name: 'orders', port: 5001, serviceId: 'orders-self' },
-      sharding: { partitions: 4, settleMs: 10, handoffDelayMs: 0 },
-      services: { billing: [{ serviceId: 'billing-1', port: 5002 }] },
-    });
-    await app.init();
-    const discovery = app.get(DiscoveryService);
-    const watched = discovery.watch('billing').subscribe();
-    expect(await firstValueFrom(discovery.watch('orders'))).toHaveLength(1);
-    // Self alone: every partition is its own once the settle window and handoff ran.
-    const sharding = app.get(ShardingService);
-    await firstValueFrom(sharding.assignments$.pipe(filter((a) => a.owned.length === 4)));
-    expect(timers()).toBeGreaterThan(before);
-    await app.close();
-    watched.unsubscribe();
-    // Not more than before (a timer of an earlier test may have ended meanwhile).
-    expect(timers()).toBeLessThanOrEqual(before);
+    const own = trackOwnTimers();
+    try {
+      const app = await compile({
+        self: { name: 'orders', port: 5001, serviceId: 'orders-self' },
+        sharding: { partitions: 4, settleMs: 10, handoffDelayMs: 0 },
+        services: { billing: [{ serviceId: 'billing-1', port: 5002 }] },
+      });
+      await app.init();
+      const discovery = app.get(DiscoveryService);
+      const watched = discovery.watch('billing').subscribe();
+      expect(await firstValueFrom(discovery.watch('orders'))).toHaveLength(1);
+      // Self alone: every partition is its own once the settle window and handoff ran.
+      const sharding = app.get(ShardingService);
+      await firstValueFrom(sharding.assignments$.pipe(filter((a) => a.owned.length === 4)));
+      expect(own.armed()).toBeGreaterThan(0); // the heartbeat, the blocking queries' waits
+      await app.close();
+      watched.unsubscribe();
+      await own.settled();
+      expect(own.armed()).toBe(0);
+    } finally {
+      own.stop();
+    }
   });
 });
