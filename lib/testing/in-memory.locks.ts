@@ -15,8 +15,8 @@ interface Key extends LockEntry {
 }
 
 /**
- * Consul's sessions and KV locks as exclusive sharding uses them (docs/CONSUL.md, "Sessions and
- * KV locks"; the answers' texts are 1.8.7's): a session is bound to its instance's check and
+ * Consul's sessions and KV locks as exclusive sharding uses them (the answers' texts are Consul
+ * 1.8.7's; the facts and how each was checked are in the repository's Consul notes): a session is bound to its instance's check and
  * invalidated when that instance turns critical or leaves (behaviour `release`); invalidation
  * and destroy release its locks and start the lock-delay on them; an acquisition by a new holder
  * increments `LockIndex`, which only grows. Every write moves the catalog's index, so
