@@ -35,7 +35,7 @@ async function throughput(call, count, width) {
   return count / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
-const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const median = (values) => summarize(values).p50;
 
 export async function httpSection({ agent, api, report }) {
   const servers = await startEchoServers(INSTANCES);
