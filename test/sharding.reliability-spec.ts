@@ -213,13 +213,25 @@ describe('exclusive sharding under faults, 5 fenced writers on one dev agent', (
       const afterStop = await settle(others, CRASH_BOUND_MS, `round ${round} SIGSTOP`);
       record(round, 'SIGSTOP', stoppedAt, afterStop.at, CRASH_BOUND_MS);
       offTable.push(...movesOffTable(others, ids(live), ids(others), stoppedAt));
-      await waitFor(
-        () =>
-          pausedOwned.every((p) =>
-            fencedWrites(others).some((w) => w.p === p && w.accepted && w.t > stoppedAt),
-          ),
-        { timeoutMs: 10_000, message: 'the new owners should have written every taken partition' },
-      );
+      const unwritten = () =>
+        pausedOwned.filter(
+          (p) => !fencedWrites(others).some((w) => w.p === p && w.accepted && w.t > stoppedAt),
+        );
+      await waitFor(() => unwritten().length === 0, {
+        timeoutMs: 10_000,
+        message: 'the new owners should have written every taken partition',
+      }).catch((error: Error) => {
+        const writes = fencedWrites(others).filter((w) => w.t > stoppedAt);
+        const detail = unwritten().map(
+          (p) =>
+            `p${p}: owned by ${others.find((c) => lastAssignment(c)?.owned.includes(p))?.serviceId ?? 'none'}; ` +
+            `runs ${JSON.stringify(runsOf(others).filter((r) => r.p === p))}; ` +
+            `writes ${JSON.stringify(writes.filter((w) => w.p === p).slice(-3))}`,
+        );
+        throw new Error(`${error.message}\n${detail.join('\n')}\n${state(others)}`, {
+          cause: error,
+        });
+      });
       paused.app.kill('SIGCONT');
       const contAt = paused.app.signalledAt!;
       const back = await settle(live, PLANNED_BOUND_MS + TTL_MS, `round ${round} SIGCONT`);

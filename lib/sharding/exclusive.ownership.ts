@@ -47,6 +47,11 @@ export class ExclusiveOwnership implements Ownership {
   private readonly releasing = new Set<number>();
   private target = new Set<number>();
   private lapsed = true;
+  /**
+   * The pass the lease counts from (`performance.now()`): only advanced by a pass that came while
+   * the lease was fresh, so a late pass never revives a lease `owns()` already saw stale.
+   */
+  private leaseFrom?: number;
   private reconciling?: Promise<void>;
   private reconcileAgain = false;
   private retryTimer?: NodeJS.Timeout;
@@ -160,23 +165,34 @@ export class ExclusiveOwnership implements Ownership {
   }
 
   private leaseFresh(): boolean {
-    const at = this.registration.lastPassAt;
-    return at !== undefined && performance.now() - at < this.leaseMs;
+    const from = this.leaseFrom;
+    return from !== undefined && performance.now() - from < this.leaseMs;
   }
 
   private onPass(): void {
     if (this.abort.signal.aborted) return;
-    clearTimeout(this.lapseTimer);
-    const at = this.registration.lastPassAt!;
-    this.lapseTimer = setTimeout(
-      () => this.lapse(),
-      Math.max(0, at + this.leaseMs - performance.now()),
-    );
-    this.lapseTimer.unref();
+    // The lease ran out before this pass came (its timer not run yet, e.g. a busy loop): owns()
+    // may have said false already, so it lapses now and the partitions are acquired again.
+    if (!this.lapsed && !this.leaseFresh()) this.lapse();
+    this.leaseFrom = this.registration.lastPassAt!;
+    this.armLapse();
     if (this.lapsed && this.leaseFresh()) {
       this.lapsed = false;
       this.reconcile();
     }
+  }
+
+  /**
+   * Node's timers may fire a little before `performance.now()` reaches their delay (they count
+   * from the loop's cached time): one that finds the lease still fresh waits out the rest.
+   */
+  private armLapse(): void {
+    clearTimeout(this.lapseTimer);
+    this.lapseTimer = setTimeout(
+      () => (this.leaseFresh() ? this.armLapse() : this.lapse()),
+      Math.max(0, this.leaseFrom! + this.leaseMs - performance.now()),
+    );
+    this.lapseTimer.unref();
   }
 
   /**
