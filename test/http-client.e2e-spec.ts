@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Dispatcher } from 'undici';
 import { HttpModule, HttpService } from '@nestjs/axios';
 import { isAxiosError } from 'axios';
 import { firstValueFrom } from 'rxjs';
@@ -12,6 +13,7 @@ import {
 } from '../lib/index.js';
 import { murmur3 } from '../lib/sharding/murmur3.js';
 import {
+  delay,
   shardTable,
   startConsulAgent,
   stopAllAgents,
@@ -279,5 +281,72 @@ describe('DiscoveryHttpClient', () => {
       answers.set(who, (answers.get(who) ?? 0) + 1);
     }
     expect([...answers.values()]).toEqual([10, 10, 10]);
+  });
+
+  it('back-pressure reaches the instance, also under an interceptor of undici’s newer handler API', async () => {
+    // 64 MiB, more than loopback's socket buffers hold: a client that stops reading holds the
+    // server's writes until it reads again.
+    const SIZE = 64 * 1024 * 1024;
+    const finished: number[] = [];
+    const big = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const chunk = Buffer.alloc(1024 * 1024, 1);
+      let left = SIZE / chunk.length;
+      const write = (): void => {
+        while (left > 0) {
+          left--;
+          if (!res.write(chunk)) return void res.once('drain', write);
+        }
+        res.end(() => finished.push(Date.now()));
+      };
+      write();
+    });
+    await new Promise<void>((resolve) => big.listen(0, '127.0.0.1', resolve));
+    try {
+      await agent.api().registerService({
+        Name: 'big',
+        ID: 'big-1',
+        Address: '127.0.0.1',
+        Port: (big.address() as AddressInfo).port,
+        Check: { TTL: '30s', Status: 'passing' },
+      });
+      const app = await apps.create(options());
+      const { dispatcher } = app.get(DiscoveryHttpClient);
+      const statuses: number[] = [];
+      // Forwards each call as is, noting the status: its handler has only the newer methods.
+      const noting: Dispatcher.DispatcherComposeInterceptor = (dispatch) => (opts, handler) =>
+        dispatch(opts, {
+          onRequestStart: (c, ctx) => handler.onRequestStart?.(c, ctx),
+          onResponseStart: (c, status, headers, message) => {
+            statuses.push(status);
+            handler.onResponseStart?.(c, status, headers, message);
+          },
+          onResponseData: (c, chunk) => handler.onResponseData?.(c, chunk),
+          onResponseEnd: (c, trailers) => handler.onResponseEnd?.(c, trailers),
+          onResponseError: (c, error) => handler.onResponseError?.(c, error),
+        });
+      for (const via of [dispatcher, dispatcher.compose(noting)]) {
+        finished.length = 0;
+        const { statusCode, body } = await via.request({
+          origin: 'http://big',
+          path: '/big',
+          method: 'GET',
+        });
+        expect(statusCode).toBe(200);
+        await delay(500); // not reading: the server must stay blocked meanwhile
+        expect(finished).toEqual([]);
+        let length = 0;
+        for await (const chunk of body) length += (chunk as Buffer).length;
+        expect(length).toBe(SIZE);
+        await waitFor(() => finished.length === 1, {
+          timeoutMs: 5_000,
+          message: 'the server finished',
+        });
+      }
+      expect(statuses).toEqual([200]);
+    } finally {
+      await agent.api().deregisterService('big-1');
+      await new Promise((resolve) => big.close(resolve));
+    }
   });
 });

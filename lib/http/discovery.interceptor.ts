@@ -1,4 +1,3 @@
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
 import { httpTimeoutMessage } from '../errors/error-messages.js';
@@ -8,6 +7,7 @@ import type { ServiceInstance } from '../protocol/service-discovery.protocol.js'
 import type { HttpSettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
 import type { LoadBalancer } from './load-balancer.js';
+import { legacyView, type LegacyHandler } from './handler-api.js';
 import type { OutlierEjection } from './outlier-ejection.js';
 import { isReplayableAsIs, prepareBody, type PreparedBody } from './request-body.js';
 import type { RetryBudget } from './retry-budget.js';
@@ -33,8 +33,7 @@ export interface InterceptorParts {
 }
 
 type DispatchOptions = Dispatcher.DispatchOptions & { [CALL_OPTIONS]?: CallOptions };
-type Handler = Dispatcher.DispatchHandler;
-type Controller = Dispatcher.DispatchController;
+type Abort = (reason?: Error) => void;
 
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT']);
 const MAYBE_SENT = new Set([
@@ -71,10 +70,11 @@ export function discoveryInterceptor(
   parts: InterceptorParts,
 ): Dispatcher.DispatcherComposeInterceptor {
   const origins = new ServiceOrigins();
-  return (dispatch) => (opts: DispatchOptions, handler: Handler) => {
+  return (dispatch) => (opts: DispatchOptions, handler: Dispatcher.DispatchHandler) => {
     const origin = origins.get(String(opts.origin));
-    if (!origin) return dispatch(opts, handler);
-    new DiscoveryCall(parts, dispatch, opts, handler, origin).start();
+    // The legacy API end to end (handler-api.ts): no header conversions on the way.
+    if (!origin) return dispatch(opts, legacyView(handler));
+    new DiscoveryCall(parts, dispatch, opts, legacyView(handler), origin).start();
     return true;
   };
 }
@@ -125,11 +125,10 @@ class ServiceOrigins {
 /** One logical request and its attempts. */
 class DiscoveryCall {
   private readonly service: string;
-  private readonly downstream: Handler;
   private readonly tried = new Set<string>();
   private readonly options: CallOptions;
-  private readonly controller: Controller;
-  private current?: Controller;
+  /** The current attempt's abort. */
+  private current?: Abort;
   private body: DispatchOptions['body'];
   private replayable = true;
   private retries = 0;
@@ -144,19 +143,19 @@ class DiscoveryCall {
     private readonly parts: InterceptorParts,
     private readonly dispatch: Dispatcher.Dispatch,
     private readonly opts: DispatchOptions,
-    handler: Handler,
+    private readonly downstream: LegacyHandler,
     private readonly origin: ServiceTarget,
   ) {
     this.service = origin.service;
     this.options = opts[CALL_OPTIONS] ?? {};
-    // undici's compose hands interceptors handlers of its current API (legacy ones wrapped).
-    this.downstream = handler;
-    this.controller = new CallerController(this);
   }
 
   /** The first attempt at once when the body and the passing set are at hand, else after both. */
   start(): void {
-    this.downstream.onRequestStart?.(this.controller, {});
+    this.downstream.onConnect(
+      (reason) => this.abort(reason ?? new Error('The request was aborted')),
+      {},
+    );
     const deadlineMs = this.options.deadlineMs ?? this.parts.settings.timeouts.deadlineMs;
     if (deadlineMs !== undefined) {
       this.deadline = setTimeout(() => {
@@ -247,44 +246,38 @@ class DiscoveryCall {
   /** The caller aborted (its signal) or the deadline passed: no further attempt. */
   abort(reason: Error): void {
     this.abortReason ??= reason;
-    this.current?.abort(this.abortReason);
-    if (!this.current) this.fail(this.abortReason);
+    if (this.current) this.current(this.abortReason);
+    else this.fail(this.abortReason);
   }
 
-  get abortedWith(): Error | undefined {
-    return this.abortReason;
+  setCurrent(abort: Abort): void {
+    this.current = abort;
+    if (this.abortReason) abort(this.abortReason);
   }
 
-  get currentAttempt(): Controller | undefined {
-    return this.current;
-  }
-
-  setCurrent(controller: Controller): void {
-    this.current = controller;
-    if (this.abortReason) controller.abort(this.abortReason);
-  }
-
-  respond(statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
+  /** The caller's answer pauses the attempt (`false`) until it calls `resume`. */
+  respond(statusCode: number, rawHeaders: Buffer[], resume: () => void, message: string): boolean {
     this.responded = true;
     clearTimeout(this.deadline);
-    this.downstream.onResponseStart?.(this.controller, statusCode, headers, statusMessage);
+    this.downstream.onResponseStarted?.();
+    return this.downstream.onHeaders(statusCode, rawHeaders, resume, message);
   }
 
-  data(chunk: Buffer): void {
-    this.downstream.onResponseData?.(this.controller, chunk);
+  data(chunk: Buffer): boolean {
+    return this.downstream.onData(chunk);
   }
 
-  end(trailers: IncomingHttpHeaders): void {
+  end(trailers: (Buffer | string)[] | null): void {
     if (this.finished) return;
     this.finished = true;
-    this.downstream.onResponseEnd?.(this.controller, trailers);
+    this.downstream.onComplete(trailers);
   }
 
   fail(error: Error): void {
     if (this.finished) return;
     this.finished = true;
     clearTimeout(this.deadline);
-    this.downstream.onResponseError?.(this.controller, this.abortReason ?? error);
+    this.downstream.onError(this.abortReason ?? error);
   }
 
   get settings(): HttpSettings {
@@ -311,9 +304,10 @@ class DiscoveryCall {
   }
 }
 
-/** One attempt on one instance. */
-class AttemptHandler implements Handler {
+/** One attempt on one instance, in the API undici's connections speak (handler-api.ts). */
+class AttemptHandler implements LegacyHandler {
   private timer?: NodeJS.Timeout;
+  private abort?: Abort;
   private abandoned = false;
   private done = false;
 
@@ -323,27 +317,26 @@ class AttemptHandler implements Handler {
     private readonly ended: () => void,
   ) {}
 
-  onRequestStart(controller: Controller): void {
-    this.call.setCurrent(controller);
+  onConnect(abort: Abort): void {
+    this.abort = abort;
+    this.call.setCurrent(abort);
     const attemptMs = this.call.settings.timeouts.attemptMs;
-    if (attemptMs !== undefined) {
+    if (attemptMs !== undefined && this.timer === undefined) {
       this.timer = setTimeout(
         () =>
-          controller.abort(
-            new AttemptTimeout(httpTimeoutMessage('An attempt', this.call.target, attemptMs)),
-          ),
+          abort(new AttemptTimeout(httpTimeoutMessage('An attempt', this.call.target, attemptMs))),
         attemptMs,
       );
       this.timer.unref();
     }
   }
 
-  onResponseStart(
-    controller: Controller,
+  onHeaders(
     statusCode: number,
-    headers: IncomingHttpHeaders,
-    statusMessage?: string,
-  ): void {
+    rawHeaders: Buffer[],
+    resume: () => void,
+    message: string,
+  ): boolean {
     clearTimeout(this.timer);
     const { statuses } = this.call.settings.retry;
     if (statuses.includes(statusCode)) {
@@ -352,25 +345,25 @@ class AttemptHandler implements Handler {
       if (this.call.retryAfter('status', error)) {
         this.abandoned = true;
         this.finish();
-        controller.abort(new Abandoned());
-        return;
+        this.abort?.(new Abandoned());
+        return false;
       }
     } else {
       this.call.ejection.succeeded(this.instance.serviceId);
     }
-    this.call.respond(statusCode, headers, statusMessage);
+    return this.call.respond(statusCode, rawHeaders, resume, message);
   }
 
-  onResponseData(_controller: Controller, chunk: Buffer): void {
-    if (!this.abandoned) this.call.data(chunk);
+  onData(chunk: Buffer): boolean {
+    return this.abandoned || this.call.data(chunk);
   }
 
-  onResponseEnd(_controller: Controller, trailers: IncomingHttpHeaders): void {
+  onComplete(trailers: (Buffer | string)[] | null): void {
     this.finish();
     if (!this.abandoned) this.call.end(trailers);
   }
 
-  onResponseError(_controller: Controller, error: Error): void {
+  onError(error: Error): void {
     this.finish();
     if (this.abandoned) return;
     const failure = failureOf(error);
@@ -384,37 +377,5 @@ class AttemptHandler implements Handler {
     if (this.done) return;
     this.done = true;
     this.ended();
-  }
-}
-
-/**
- * The caller's view of the request: one controller, stable across attempts. A class, not an
- * object literal with getters: V8 builds such literals on a slow path (~10 µs each here).
- */
-class CallerController implements Controller {
-  constructor(private readonly call: DiscoveryCall) {}
-
-  get aborted(): boolean {
-    return this.call.abortedWith !== undefined;
-  }
-
-  get paused(): boolean {
-    return this.call.currentAttempt?.paused ?? false;
-  }
-
-  get reason(): Error | null {
-    return this.call.abortedWith ?? null;
-  }
-
-  abort(reason?: Error): void {
-    this.call.abort(reason ?? new Error('The request was aborted'));
-  }
-
-  pause(): void {
-    this.call.currentAttempt?.pause();
-  }
-
-  resume(): void {
-    this.call.currentAttempt?.resume();
   }
 }

@@ -1,4 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
+import type { Dispatcher } from 'undici';
+import { legacyView } from './handler-api.js';
 import { LoadBalancer } from './load-balancer.js';
 import { OutlierEjection } from './outlier-ejection.js';
 import { RetryBudget } from './retry-budget.js';
@@ -149,5 +151,79 @@ describe('retry rules', () => {
     ['-bad', false],
   ])('isServiceHost(%s) → %s', (host, expected) => {
     expect(isServiceHost(host)).toBe(expected);
+  });
+});
+
+describe('legacyView', () => {
+  const raw = (pairs: [string, string][]): Buffer[] =>
+    pairs.flatMap(([k, v]) => [Buffer.from(k), Buffer.from(v)]);
+
+  it('a handler with the legacy methods is forwarded as is, answers included', () => {
+    const calls: unknown[][] = [];
+    const handler = {
+      onRequestStart: () => calls.push(['newer API used']),
+      onConnect: (_abort: unknown, context?: unknown) => calls.push(['connect', context]),
+      onHeaders: (status: number, headers: Buffer[]) => (
+        calls.push([status, headers.length]),
+        false
+      ),
+      onData: (chunk: Buffer) => (calls.push([chunk.toString()]), true),
+      onComplete: (trailers: unknown) => calls.push(['complete', trailers]),
+      onError: (error: Error) => calls.push(['error', error.message]),
+    };
+    const view = legacyView(handler);
+    expect('onRequestStart' in view).toBe(false); // a dispatcher would convert it back
+    view.onConnect(() => undefined, { n: 1 });
+    expect(view.onHeaders(200, raw([['a', '1']]), () => undefined, 'OK')).toBe(false);
+    expect(view.onData(Buffer.from('x'))).toBe(true);
+    view.onComplete(null);
+    view.onError(new Error('e'));
+    expect(calls).toEqual([
+      ['connect', { n: 1 }],
+      [200, 2],
+      ['x'],
+      ['complete', null],
+      ['error', 'e'],
+    ]);
+  });
+
+  it('a newer-API handler gets parsed headers, and pause/resume/abort through its controller', () => {
+    const seen: unknown[][] = [];
+    let controller!: Dispatcher.DispatchController;
+    const view = legacyView({
+      onRequestStart: (c) => (controller = c),
+      onResponseStart: (c, status, headers) => (seen.push([status, headers]), c.pause()),
+      onResponseData: (_c, chunk) => seen.push([chunk.toString()]),
+      onResponseEnd: (_c, trailers) => seen.push(['end', trailers]),
+      onResponseError: (_c, error) => seen.push(['error', error.message]),
+    });
+    const aborted: unknown[] = [];
+    let resumed = 0;
+    view.onConnect((reason) => aborted.push(reason?.message));
+    const headers = raw([
+      ['Content-Type', 'text/plain'],
+      ['set-cookie', 'a=1'],
+      ['set-cookie', 'b=2'],
+    ]);
+    expect(view.onHeaders(200, headers, () => resumed++, 'OK')).toBe(false);
+    expect(controller.paused).toBe(true);
+    controller.resume();
+    expect([resumed, controller.paused]).toEqual([1, false]);
+    expect(view.onData(Buffer.from('body'))).toBe(true);
+    view.onComplete(raw([['x-trailer', 't']]));
+    view.onError(new Error('late'));
+    controller.abort(new Error('stop'));
+    controller.abort(new Error('again'));
+    expect(seen).toEqual([
+      [200, { 'content-type': 'text/plain', 'set-cookie': ['a=1', 'b=2'] }],
+      ['body'],
+      ['end', { 'x-trailer': 't' }],
+      ['error', 'late'],
+    ]);
+    expect([aborted, controller.aborted, controller.reason?.message]).toEqual([
+      ['stop'],
+      true,
+      'stop',
+    ]);
   });
 });

@@ -1,0 +1,133 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { util, type Dispatcher } from 'undici';
+
+/**
+ * The handler API undici 7's own connections, `fetch` and `request()` speak (its types mark it
+ * deprecated in favour of `onRequestStart`/`onResponse*`). compose() hands an interceptor a
+ * newer-API wrapper around such a handler, and a dispatcher given a newer-API handler converts it
+ * back, parsing and re-encoding every header on the way: a pass-through interceptor measured
+ * ~20% below a plain Agent under 32 concurrent requests, one speaking this API end to end ~2–8%.
+ */
+export interface LegacyHandler {
+  onConnect(abort: (reason?: Error) => void, context?: object): void;
+  onResponseStarted?(): void;
+  onHeaders(
+    statusCode: number,
+    rawHeaders: Buffer[],
+    resume: () => void,
+    statusMessage: string,
+  ): boolean;
+  onData(chunk: Buffer): boolean;
+  onComplete(trailers: (Buffer | string)[] | null): void;
+  onError(error: Error): void;
+}
+
+type Handler = Dispatcher.DispatchHandler;
+type Controller = Dispatcher.DispatchController;
+
+/**
+ * `handler` as a `LegacyHandler` with no `onRequestStart` (a dispatcher would convert it): the
+ * legacy methods of one that has them (compose()'s wrapper of fetch's and request()'s handlers),
+ * or the newer API's methods behind a conversion.
+ */
+export function legacyView(handler: Handler): LegacyHandler {
+  return typeof handler.onHeaders === 'function' && typeof handler.onData === 'function'
+    ? new LegacyForward(handler as Handler & LegacyHandler)
+    : new NewApiView(handler);
+}
+
+class LegacyForward implements LegacyHandler {
+  constructor(private readonly handler: Handler & LegacyHandler) {}
+
+  onConnect(abort: (reason?: Error) => void, context?: object): void {
+    this.handler.onConnect(abort, context);
+  }
+
+  onResponseStarted(): void {
+    this.handler.onResponseStarted?.();
+  }
+
+  onHeaders(
+    statusCode: number,
+    rawHeaders: Buffer[],
+    resume: () => void,
+    message: string,
+  ): boolean {
+    return this.handler.onHeaders(statusCode, rawHeaders, resume, message);
+  }
+
+  onData(chunk: Buffer): boolean {
+    return this.handler.onData(chunk);
+  }
+
+  onComplete(trailers: (Buffer | string)[] | null): void {
+    this.handler.onComplete(trailers);
+  }
+
+  onError(error: Error): void {
+    this.handler.onError(error);
+  }
+}
+
+/** A newer-API handler driven through the legacy calls (pause = answer `false`, resume later). */
+class NewApiView implements LegacyHandler {
+  private readonly controller = new ViewController();
+
+  constructor(private readonly handler: Handler) {}
+
+  onConnect(abort: (reason?: Error) => void, context?: object): void {
+    this.controller.abortWith = abort;
+    this.handler.onRequestStart?.(this.controller, context);
+  }
+
+  onHeaders(
+    statusCode: number,
+    rawHeaders: Buffer[],
+    resume: () => void,
+    message: string,
+  ): boolean {
+    this.controller.resumeWith = resume;
+    const headers = util.parseHeaders(rawHeaders) as IncomingHttpHeaders;
+    this.handler.onResponseStart?.(this.controller, statusCode, headers, message);
+    return !this.controller.paused;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.handler.onResponseData?.(this.controller, chunk);
+    return !this.controller.paused;
+  }
+
+  onComplete(trailers: (Buffer | string)[] | null): void {
+    const parsed = util.parseHeaders(trailers ?? []) as IncomingHttpHeaders;
+    this.handler.onResponseEnd?.(this.controller, parsed);
+  }
+
+  onError(error: Error): void {
+    this.handler.onResponseError?.(this.controller, error);
+  }
+}
+
+class ViewController implements Controller {
+  abortWith?: (reason?: Error) => void;
+  resumeWith?: () => void;
+  aborted = false;
+  paused = false;
+  reason: Error | null = null;
+
+  abort(reason?: Error): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason ?? null;
+    this.abortWith?.(reason);
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.resumeWith?.();
+  }
+}
