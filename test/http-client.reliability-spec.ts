@@ -198,8 +198,8 @@ it(`SIGKILL of one of three under load (${CONCURRENCY} GETs in parallel, ≥ 5 s
     `${result.requests} GETs in ${Math.round(result.loadMs)} ms: ${result.failed} failed, ` +
       `${result.retries} retries (${((100 * result.retries) / result.requests).toFixed(3)}%), ` +
       `${result.attemptsToVictimAfterKill} attempts to the dead instance after the kill, ` +
-      `${result.victimAttemptsAfterEjection} after its ${CONSECUTIVE_FAILURES}th failed attempt ` +
-      `in a row (${result.failedOnVictim} failed)`,
+      `${result.victimAttemptsWhileEjected} while ejected (after its ${CONSECUTIVE_FAILURES}th ` +
+      `failed attempt in a row, for baseEjectionMs) (${result.failedOnVictim} failed)`,
     { ...result, latencyBeforeMs: undefined, latencyDuringMs: undefined },
   );
   expect(result.failures).toEqual([]);
@@ -210,8 +210,10 @@ it(`SIGKILL of one of three under load (${CONCURRENCY} GETs in parallel, ≥ 5 s
   expect(result.failedOnOthers).toBe(0);
   expect(result.retries).toBe(result.failedOnVictim);
   // … and from the failure that ejected it on (its 5th with no answer in between), no attempt
-  // went to it.
-  expect(result.victimAttemptsAfterEjection).toBe(0);
+  // went to it while the ejection lasted (a slow machine's load may outlast it: the attempts
+  // sent to it before its next failure fail, are retried — counted above — and that failure
+  // ejects it again, for twice as long).
+  expect(result.victimAttemptsWhileEjected).toBe(0);
   // It was in the rotation before the kill.
   expect(result.answeredBy[victim.serviceId]).toBeGreaterThan(0);
 }, 600_000);

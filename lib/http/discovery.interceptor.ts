@@ -156,6 +156,7 @@ class DiscoveryCall {
       (reason) => this.abort(reason ?? new Error('The request was aborted')),
       {},
     );
+    if (this.finished) return; // aborted by the caller before anything started
     const deadlineMs = this.options.deadlineMs ?? this.parts.settings.timeouts.deadlineMs;
     if (deadlineMs !== undefined) {
       this.deadline = setTimeout(() => {

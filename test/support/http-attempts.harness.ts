@@ -35,6 +35,8 @@ export interface HttpOutcome {
   answered: boolean;
   /** Attempts seen at that moment. */
   seq: number;
+  /** performance.now() then. */
+  at: number;
 }
 
 export interface AttemptTap {
@@ -87,11 +89,12 @@ export function tapHttpAttempts(origins: readonly string[]): AttemptTap {
     const { error } = message as RequestMessage;
     const code = error?.code ?? error?.name ?? 'unknown';
     failures.push({ origin, code, seq: attempts.length, at: performance.now() });
-    outcomes.push({ origin, answered: false, seq: attempts.length });
+    outcomes.push({ origin, answered: false, seq: attempts.length, at: performance.now() });
   };
   const onHeaders = (message: unknown): void => {
     const origin = originOf(message);
-    if (origin !== undefined) outcomes.push({ origin, answered: true, seq: attempts.length });
+    if (origin === undefined) return;
+    outcomes.push({ origin, answered: true, seq: attempts.length, at: performance.now() });
   };
   diagnostics.subscribe(CREATE, onCreate);
   diagnostics.subscribe(ERROR, onError);

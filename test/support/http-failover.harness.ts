@@ -35,6 +35,11 @@ export interface KillUnderLoadOptions {
   path?: string;
   /** The client's `http.outlier.consecutiveFailures` (default 5), to find when it ejected. */
   consecutiveFailures?: number;
+  /**
+   * The client's `http.outlier.baseEjectionMs` (default 30,000): how long that first ejection
+   * lasts (a slow machine's load can outlast it; the instance is then tried again).
+   */
+  baseEjectionMs?: number;
 }
 
 export interface KillUnderLoadResult {
@@ -54,10 +59,10 @@ export interface KillUnderLoadResult {
   failedOnOthers: number;
   /**
    * Attempts to the dead instance created after its `consecutiveFailures`-th failure in a row
-   * (a response in between resets the count, as passive ejection does); `undefined` when it
-   * never failed that many times in a row.
+   * (a response in between resets the count, as passive ejection does) and before
+   * `baseEjectionMs` had passed since; `undefined` when it never failed that many times in a row.
    */
-  victimAttemptsAfterEjection?: number;
+  victimAttemptsWhileEjected?: number;
   /** serviceId → successful answers. */
   answeredBy: Record<string, number>;
   /** Latency (ms, to the body read) of requests started before the kill / within `duringMs` after it. */
@@ -163,24 +168,27 @@ export async function killUnderLoad(o: KillUnderLoadOptions): Promise<KillUnderL
   const onVictim = tap.failuresOf(victim.origin);
   result.failedOnVictim = onVictim.length;
   result.failedOnOthers = tap.failures.length - onVictim.length;
-  const ejectedAt = nthFailureInARow(tap.outcomes, victim.origin, o.consecutiveFailures ?? 5);
-  if (ejectedAt !== undefined) {
-    result.victimAttemptsAfterEjection = toVictim.filter((a) => a.seq > ejectedAt).length;
+  const ejected = nthFailureInARow(tap.outcomes, victim.origin, o.consecutiveFailures ?? 5);
+  if (ejected !== undefined) {
+    const until = ejected.at + (o.baseEjectionMs ?? 30_000);
+    result.victimAttemptsWhileEjected = toVictim.filter(
+      (a) => a.seq > ejected.seq && a.at < until,
+    ).length;
   }
   return result;
 }
 
-/** The tap's `seq` when `origin` had failed `n` times with no answer in between, if it did. */
+/** The outcome with which `origin` had failed `n` times with no answer in between, if it did. */
 function nthFailureInARow(
   outcomes: readonly HttpOutcome[],
   origin: string,
   n: number,
-): number | undefined {
+): HttpOutcome | undefined {
   let inARow = 0;
   for (const outcome of outcomes) {
     if (outcome.origin !== origin) continue;
     inARow = outcome.answered ? 0 : inARow + 1;
-    if (inARow === n) return outcome.seq;
+    if (inARow === n) return outcome;
   }
   return undefined;
 }
