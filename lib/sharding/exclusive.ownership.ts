@@ -48,8 +48,8 @@ export class ExclusiveOwnership implements Ownership {
   private target = new Set<number>();
   private lapsed = true;
   /**
-   * The pass the lease counts from (`performance.now()`): only advanced by a pass that came while
-   * the lease was fresh, so a late pass never revives a lease `owns()` already saw stale.
+   * The pass the lease counts from (`performance.now()`), set by each pass; one that comes after
+   * the lease ran out lapses it first, so a late pass never revives what `owns()` saw stale.
    */
   private leaseFrom?: number;
   private reconciling?: Promise<void>;
