@@ -7,7 +7,7 @@ import type { ServiceInstance } from '../protocol/service-discovery.protocol.js'
 import type { HttpSettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
 import type { LoadBalancer } from './load-balancer.js';
-import { legacyView, type LegacyHandler } from './handler-api.js';
+import { asLegacy, legacyView, type LegacyHandler } from './handler-api.js';
 import type { OutlierEjection } from './outlier-ejection.js';
 import { isReplayableAsIs, prepareBody, type PreparedBody } from './request-body.js';
 import type { RetryBudget } from './retry-budget.js';
@@ -74,7 +74,7 @@ export function discoveryInterceptor(
     const origin = origins.get(String(opts.origin));
     // The legacy API end to end (handler-api.ts): no header conversions on the way.
     if (!origin) return dispatch(opts, legacyView(handler));
-    new DiscoveryCall(parts, dispatch, opts, legacyView(handler), origin).start();
+    new DiscoveryCall(parts, dispatch, opts, asLegacy(handler), origin).start();
     return true;
   };
 }

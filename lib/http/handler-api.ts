@@ -25,19 +25,26 @@ export interface LegacyHandler {
 type Handler = Dispatcher.DispatchHandler;
 type Controller = Dispatcher.DispatchController;
 
+/** compose()'s wrapper of fetch's and request()'s handlers has them; newer-API handlers do not. */
+function hasLegacyMethods(handler: Handler): handler is Handler & LegacyHandler {
+  return typeof handler.onHeaders === 'function' && typeof handler.onData === 'function';
+}
+
+/** `handler`'s legacy methods, to call: its own when it has them, else a conversion. */
+export function asLegacy(handler: Handler): LegacyHandler {
+  return hasLegacyMethods(handler) ? handler : new NewApiView(handler);
+}
+
 /**
- * `handler` as a `LegacyHandler` with no `onRequestStart` (a dispatcher would convert it): the
- * legacy methods of one that has them (compose()'s wrapper of fetch's and request()'s handlers),
- * or the newer API's methods behind a conversion.
+ * `handler` as a `LegacyHandler` with no `onRequestStart`, to hand to a dispatcher (which would
+ * convert one that has it back to the legacy API).
  */
 export function legacyView(handler: Handler): LegacyHandler {
-  return typeof handler.onHeaders === 'function' && typeof handler.onData === 'function'
-    ? new LegacyForward(handler as Handler & LegacyHandler)
-    : new NewApiView(handler);
+  return hasLegacyMethods(handler) ? new LegacyForward(handler) : new NewApiView(handler);
 }
 
 class LegacyForward implements LegacyHandler {
-  constructor(private readonly handler: Handler & LegacyHandler) {}
+  constructor(private readonly handler: LegacyHandler) {}
 
   onConnect(abort: (reason?: Error) => void, context?: object): void {
     this.handler.onConnect(abort, context);

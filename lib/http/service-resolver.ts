@@ -18,7 +18,7 @@ export class ServiceResolver {
   constructor(
     private readonly registry: WatchRegistry,
     private readonly timeoutMs: number,
-    private readonly changed: (passing: ReadonlySet<string>) => void = () => undefined,
+    private readonly changed: (passing: ReadonlySet<string>) => void,
   ) {}
 
   /** The passing set now; `undefined` until the watch (started here if need be) has one. */
