@@ -60,13 +60,23 @@ export class DiscoveryService
     this.sharding.start();
   }
 
-  /** Registers this instance (TTL check starting passing) and starts its heartbeat. */
-  registerSelf(): Promise<boolean> {
-    return this.registration.register();
+  /**
+   * Registers this instance (TTL check starting passing) and starts its heartbeat; exclusive
+   * sharding resumes owning partitions.
+   */
+  async registerSelf(): Promise<boolean> {
+    const registered = await this.registration.register();
+    if (registered) this.sharding.restore();
+    return registered;
   }
 
-  /** Stops the heartbeat and deregisters; once `true`, nothing registers it again until `registerSelf()`. */
-  deregisterSelf(): Promise<boolean> {
+  /**
+   * Stops the heartbeat and deregisters; once `true`, nothing registers it again until
+   * `registerSelf()`. Exclusive sharding first drains and releases its locks (`owns()` is false
+   * from the call on): deregistering first would put every partition through the lock-delay.
+   */
+  async deregisterSelf(): Promise<boolean> {
+    await this.sharding.withdraw();
     return this.registration.deregister();
   }
 

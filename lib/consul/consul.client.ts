@@ -56,6 +56,13 @@ export interface LockEntry {
   modifyIndex: number;
 }
 
+/**
+ * A read's `datacenter` that means the agent's own one, whatever `consul.datacenter` says
+ * (sharding: the membership and locks live where the session does). Consul reads the local
+ * datacenter when no `dc` is sent.
+ */
+export const LOCAL_DATACENTER = '';
+
 export interface CallOptions {
   /** Aborts the request (the client's `ctx` cancel). */
   signal?: AbortSignal;
@@ -352,7 +359,7 @@ export class ConsulClient implements ConsulTransport {
   private readOptions(options: ReadOptions): RawReadOptions {
     const read: RawReadOptions = {};
     const dc = options.datacenter ?? this.settings.datacenter;
-    if (dc) read.dc = dc;
+    if (dc !== undefined && dc !== LOCAL_DATACENTER) read.dc = dc;
     if (options.consistency === 'stale') read.stale = true;
     if (options.consistency === 'consistent') read.consistent = true;
     return read;

@@ -30,8 +30,8 @@ export const registrationStoppedMessage = (serviceId: string): string =>
 export const registrationSupersededMessage = (serviceId: string): string =>
   `Self-registration of "${serviceId}" was superseded by a later registerSelf() or deregisterSelf()`;
 
-export const illegalTransitionMessage = (from: string, to: string): string =>
-  `Self-registration cannot go from "${from}" to "${to}"`;
+export const illegalTransitionMessage = (machine: string, from: string, to: string): string =>
+  `${machine} cannot go from "${from}" to "${to}"`;
 
 export const reservedShardMetaMessage = (keys: readonly string[]): string =>
   `service.meta must not set ${keys.join(', ')}: shardPartitions, shardBalance and shardWeight are published by sharding`;

@@ -126,3 +126,171 @@ describe('ExclusiveOwnership: the lease', () => {
     expect(runs.map((r) => r.signal.aborted)).toEqual([true, true]);
   });
 });
+
+/**
+ * The races of DESIGN §5 "Rules that hold under stalls, races and shutdown", on a virtual clock
+ * (Jest's fake timers move `performance.now()`, `Date.now()` and every timer) over the in-memory
+ * locks. Lock answers can be held back: the lock is granted in the store at once, its answer
+ * reaches the instance when the test lets it (an answer delayed on the wire).
+ */
+describe('ExclusiveOwnership: stalls and races', () => {
+  const SERVICE_ID = 'orders-a';
+  let catalog: InMemoryCatalog;
+  let transport: InMemoryTransport;
+  let ownership: ExclusiveOwnership;
+  let registration: { state: string; lastPassAt?: number; passed$: Subject<number> };
+  let heldAnswers: (() => void)[] | undefined;
+  let runs: {
+    p: number;
+    token?: number;
+    signal: AbortSignal;
+    settle: () => void;
+    settled: boolean;
+  }[];
+
+  const pass = (): void => {
+    registration.lastPassAt = performance.now();
+    registration.passed$.next(registration.lastPassAt);
+  };
+  const tick = (ms = 10): Promise<void> => jest.advanceTimersByTimeAsync(ms);
+  /** The partitions whose key this instance's session holds in the store. */
+  const heldInConsul = (partitions: number): number[] =>
+    Array.from({ length: partitions }, (_, p) => p).filter((p) => {
+      const [entry] = transport['locks'].entries(`athomic/sharding/orders/${p}`);
+      return entry?.session !== undefined && entry.session === ownership['session'];
+    });
+
+  const setup = (partitions: number, drainTimeoutMs = 30_000): void => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    Logger.overrideLogger(new CapturingLogger());
+    const settings = createDiscoverySettings(
+      {
+        service: { name: 'orders', port: 5001, id: SERVICE_ID },
+        healthCheck: { ttl: `${TTL_MS / 1000}s` },
+        sharding: { partitions, mode: 'exclusive', drainTimeoutMs, lock: { lockDelay: '1s' } },
+      },
+      {},
+    );
+    catalog = new InMemoryCatalog();
+    catalog.register(
+      {
+        serviceId: SERVICE_ID,
+        name: 'orders',
+        address: '127.0.0.1',
+        port: 5001,
+        tags: [],
+        meta: {},
+        node: 'n1',
+      },
+      { ttl: true, passing: true },
+    );
+    transport = new InMemoryTransport(catalog);
+    const lock = transport.lock.bind(transport);
+    heldAnswers = undefined;
+    jest.spyOn(transport, 'lock').mockImplementation((key, session, value) => {
+      const answer = lock(key, session, value);
+      const queue = heldAnswers;
+      return queue ? new Promise((resolve) => queue.push(() => resolve(answer))) : answer;
+    });
+    registration = { state: 'registered', passed$: new Subject<number>() };
+    const workers = new PartitionWorkers(new Logger('test'));
+    runs = [];
+    // A handler that settles only when the test says so (it ignores its signal).
+    workers.add((p, { signal, token }) => {
+      return new Promise<void>((resolve) => {
+        const run = { p, token, signal, settled: false, settle: () => undefined as void };
+        run.settle = () => {
+          run.settled = true;
+          resolve();
+        };
+        runs.push(run);
+      });
+    });
+    ownership = new ExclusiveOwnership(
+      settings,
+      transport,
+      Object.assign(registration, { lost$: new Subject<void>() }) as unknown as SelfRegistration,
+      workers,
+      () => undefined,
+      new Logger('test'),
+    );
+    ownership.start();
+  };
+
+  afterEach(async () => {
+    for (const run of runs) run.settle();
+    const stopped = ownership.stop(Date.now() + 1_000);
+    await jest.advanceTimersByTimeAsync(1_000);
+    await stopped;
+    transport.close();
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+    Logger.overrideLogger(new Logger());
+  });
+
+  it('no stranded lock: locks granted after the lease lapsed are run or released once the lease is fresh again', async () => {
+    setup(4);
+    ownership.assign([0, 1]);
+    pass();
+    await tick();
+    expect(ownership.owned()).toEqual([0, 1]);
+    // A membership change gives partitions 2 and 3; their answers are on the wire when the
+    // event loop stalls past the lease.
+    heldAnswers = [];
+    ownership.assign([0, 1, 2, 3]);
+    await tick(0);
+    expect(heldAnswers).toHaveLength(2);
+    await tick(LEASE_MS); // the lease lapses (its timer fires)
+    expect(ownership.owned()).toEqual([]);
+    for (const answer of heldAnswers.splice(0)) answer();
+    heldAnswers = undefined;
+    await tick();
+    for (const run of runs) run.settle(); // the aborted handlers return
+    pass(); // the lease is fresh again
+    await tick(5_000);
+    // Every lock the session holds is run (owned) — none left held with nobody working it.
+    const held = heldInConsul(4);
+    expect({ held, owned: held.filter((p) => ownership.owns(p)) }).toEqual({
+      held: [0, 1, 2, 3],
+      owned: [0, 1, 2, 3],
+    });
+  });
+
+  it('every run has a new token: after a lapse the next run of p waits for the old one and gets a greater token', async () => {
+    setup(1);
+    ownership.assign([0]);
+    pass();
+    await tick();
+    expect(runs.map((r) => r.token)).toEqual([1]);
+    await tick(LEASE_MS); // lapse: the run is aborted but ignores its signal
+    expect(ownership.owns(0)).toBe(false);
+    expect(runs[0].signal.aborted).toBe(true);
+    pass();
+    await tick(5_000);
+    // The old run has not settled: no second run beside it.
+    expect(runs).toHaveLength(1);
+    runs[0].settle();
+    await tick(5_000);
+    expect(runs.map((r) => [r.token, r.signal.aborted])).toEqual([
+      [1, true],
+      [2, false],
+    ]);
+    expect(ownership.token(0)).toBe(2);
+  });
+
+  it('every run has a new token: an old run that never settles is abandoned at drainTimeoutMs (logged), then the new run starts', async () => {
+    setup(1, 3_000);
+    ownership.assign([0]);
+    pass();
+    await tick();
+    await tick(LEASE_MS);
+    pass();
+    await tick(2_000);
+    expect(runs).toHaveLength(1);
+    await tick(2_000);
+    expect(runs.map((r) => [r.token, r.signal.aborted])).toEqual([
+      [1, true],
+      [2, false],
+    ]);
+  });
+});

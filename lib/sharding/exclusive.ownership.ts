@@ -1,59 +1,75 @@
 import type { Logger } from '@nestjs/common';
 import type { Subscription } from 'rxjs';
 import type { LockEntry } from '../consul/consul.client.js';
+import { LOCAL_DATACENTER } from '../consul/consul.client.js';
 import type { ConsulTransport } from '../consul/consul.transport.js';
 import { serviceCheckId } from '../consul/agent-definition.js';
 import type { TtlHealthCheckSettings } from '../protocol/health-check.rules.js';
 import type { SelfRegistration } from '../registration/self-registration.js';
+import { abortableDelay } from '../resilience/abortable-delay.js';
 import { TokenBucket } from '../resilience/token-bucket.js';
 import { withDeadline } from '../resilience/with-deadline.js';
 import type { DiscoverySettings, ShardingSettings } from '../settings/discovery.settings.js';
 import { followBlockingQuery } from '../watch/blocking-query.loop.js';
+import { Lease } from './lease.state.js';
 import { ascending, type Ownership, type OwnershipChanged } from './ownership.js';
+import {
+  grantEvent,
+  nextPartitionLockState,
+  type LockRequest,
+  type PartitionLockEvent,
+  type PartitionLockState,
+} from './partition-lock.state.js';
 import type { PartitionWorkers } from './partition-workers.js';
 
 const INVALID_SESSION = /invalid session/i;
 const SESSION_RETRY_MS = 1_000;
 
+/** One partition's lock (`partition-lock.state.ts`); absent from the map = `free`, never used. */
+interface PartitionLock {
+  state: PartitionLockState;
+  /** From `acquiring` on: the lease epoch and session the lock was asked with (and is held by). */
+  request?: LockRequest;
+  /** `running`: the run's fencing token. */
+  token?: number;
+  /** The greatest token a run got here: a later run needs a greater one. */
+  lastToken: number;
+  /** The grant's `ModifyIndex`: a prefix answer older than it does not know of the lock yet. */
+  modifyIndex: number;
+}
+
 /**
  * At most one owner per partition: an instance owns a partition only while its session holds the
- * partition's KV lock (`<prefix>/<service>/<p>`) and its own lease is fresh.
+ * partition's KV lock (`<prefix>/<service>/<p>`) and its own lease is fresh. Two explicit state
+ * machines (docs/ARCHITECTURE.md): the lease (`lease.state.ts`) and one per partition
+ * (`partition-lock.state.ts`).
  *
  * - The session is bound to the instance's own TTL check: when the instance dies or stops
  *   passing, Consul invalidates it and frees its locks (after `lockDelay`).
- * - Self-fencing: the lease is the time since the last confirmed TTL pass; past
- *   `ttl − max(1 s, ttl/10)` — before Consul could give the partition to anyone — `owns()` is
- *   false, handlers are aborted, and every partition must be acquired through Consul again.
+ * - Self-fencing: past `ttl − max(1 s, ttl/10)` without a confirmed pass — before Consul could
+ *   give the partition to anyone — `owns()` is false, handlers are aborted, and every lock is
+ *   released once its run drained, then asked again: each run gets a new `LockIndex`.
+ * - Every Consul answer is applied to the state it was asked from; a grant that comes back to
+ *   another (lease epoch, session, table, shutdown) is released, never dropped.
  * - One blocking query on the prefix shows locks taken from us (another session on our key, or
- *   the key gone after an agent restart) and freed keys we want.
+ *   the key gone after an agent restart), freed keys we want, and keys our session holds that
+ *   nobody here works (released).
  * - Locks are released (`?release=`, no lock-delay) after the handlers drained, never deleted:
  *   `LockIndex`, the fencing token, must only grow.
  */
 export class ExclusiveOwnership implements Ownership {
   private readonly config: ShardingSettings;
   private readonly keyPrefix: string;
-  private readonly leaseMs: number;
   private readonly serviceId: string;
-  private session?: string;
-  /** Locks this session holds, as far as Consul last told. */
-  private readonly held = new Map<number, { lockIndex: number; modifyIndex: number }>();
-  /**
-   * Locks dropped from `held` by a lapse that the session may still hold in Consul (a local
-   * lapse, e.g. a late heartbeat, leaves the session valid): released unless re-acquired.
-   */
-  private readonly orphans = new Set<number>();
-  /** Held, handlers started, and not dropped by a lapse since. */
-  private readonly live = new Set<number>();
-  private readonly releasing = new Set<number>();
+  private readonly lease: Lease;
+  private readonly locks = new Map<number, PartitionLock>();
   private target = new Set<number>();
-  private lapsed = true;
-  /**
-   * The pass the lease counts from (`performance.now()`), set by each pass; one that comes after
-   * the lease ran out lapses it first, so a late pass never revives what `owns()` saw stale.
-   */
-  private leaseFrom?: number;
-  private reconciling?: Promise<void>;
-  private reconcileAgain = false;
+  private session?: string;
+  private opening?: Promise<void>;
+  private stopping = false;
+  /** Resolves when shutdown stops waiting for handlers: draining locks are released then. */
+  private readonly drainCut: Promise<void>;
+  private cutDrains!: () => void;
   private retryTimer?: NodeJS.Timeout;
   private lapseTimer?: NodeJS.Timeout;
   private subscriptions?: Subscription;
@@ -77,15 +93,17 @@ export class ExclusiveOwnership implements Ownership {
     this.keyPrefix = `${this.config.lock.prefix}/${settings.service.name!}/`;
     // Settings validation makes exclusive mode require the TTL check.
     const ttlMs = (settings.healthCheck as TtlHealthCheckSettings).ttlMs;
-    this.leaseMs = ttlMs - Math.max(1_000, ttlMs / 10);
+    this.lease = new Lease(ttlMs - Math.max(1_000, ttlMs / 10));
+    this.drainCut = new Promise((resolve) => (this.cutDrains = resolve));
   }
 
   start(): void {
-    this.subscriptions = this.registration.passed$.subscribe(() => this.onPass());
+    this.subscriptions = this.registration.passed$.subscribe((sentAt) => this.onPass(sentAt));
     // The agent lost its state: the session and its locks with it. Let go at once instead of
     // waiting for the lease or the prefix to tell.
-    this.subscriptions.add(this.registration.lost$.subscribe(() => this.lapse(true)));
-    if (this.registration.lastPassAt !== undefined) this.onPass();
+    this.subscriptions.add(this.registration.lost$.subscribe(() => this.onLost()));
+    const lastPass = this.registration.lastPassAt;
+    if (lastPass !== undefined) this.onPass(lastPass);
     const { watch, retry } = this.settings;
     this.prefixLoop = followBlockingQuery({
       signal: this.abort.signal,
@@ -97,6 +115,8 @@ export class ExclusiveOwnership implements Ownership {
           waitMs: watch.waitMs,
           longPoll: true,
           signal: this.abort.signal,
+          // The locks live where the session does: in the agent's own datacenter.
+          datacenter: LOCAL_DATACENTER,
         });
         return { value: answer, index: answer.index };
       },
@@ -121,65 +141,83 @@ export class ExclusiveOwnership implements Ownership {
   }
 
   owns(partition: number): boolean {
-    return this.live.has(partition) && this.leaseFresh();
+    const lock = this.locks.get(partition);
+    return (
+      lock?.state === 'running' &&
+      lock.request!.epoch === this.lease.epoch &&
+      this.lease.isFresh(performance.now())
+    );
   }
 
   owned(): number[] {
-    return this.leaseFresh() ? ascending(this.live) : [];
+    return ascending([...this.locks.keys()].filter((p) => this.owns(p)));
   }
 
   token(partition: number): number | undefined {
-    return this.owns(partition) ? this.held.get(partition)?.lockIndex : undefined;
+    return this.owns(partition) ? this.locks.get(partition)!.token : undefined;
+  }
+
+  /**
+   * `deregisterSelf()`: `owns()` is false at once; every run is drained and its lock released
+   * (no lock-delay for the next owner), then the session — holding nothing — destroyed. Nothing
+   * is acquired again until `restore()`.
+   */
+  async withdraw(): Promise<void> {
+    if (this.stopping) return;
+    this.lease.withdraw();
+    clearTimeout(this.lapseTimer);
+    const dropped = this.stopRuns();
+    if (dropped.length > 0) {
+      this.logger.log(
+        `Deregistering "${this.serviceId}": releasing partitions ${dropped.join(', ')} first`,
+      );
+    }
+    const { drainTimeoutMs } = this.config;
+    await withDeadline(this.idle(), drainTimeoutMs + this.settings.consul.timeoutMs);
+    const session = this.session;
+    if (session && this.lease.state === 'withdrawn') {
+      this.session = undefined;
+      await this.client.destroySession(session).catch((error: unknown) => {
+        this.logger.warn(`Could not destroy the sharding session: ${(error as Error).message}`);
+      });
+    }
+  }
+
+  /** `registerSelf()` succeeded: partitions are acquired again while the lease is fresh. */
+  restore(): void {
+    if (this.stopping || !this.lease.restore(performance.now())) return;
+    this.armLapse();
+    this.reconcile();
   }
 
   async stop(deadline: number): Promise<void> {
+    this.stopping = true;
     this.abort.abort();
     this.subscriptions?.unsubscribe();
     clearTimeout(this.retryTimer);
     clearTimeout(this.lapseTimer);
     this.target.clear();
-    const dropped = this.drop();
     // Handlers get half of what remains; the rest is for releasing, destroying, deregistering.
     const handlersMs = Math.min(this.config.drainTimeoutMs, (deadline - Date.now()) / 2);
-    await withDeadline(
-      Promise.all([...dropped.map((p) => this.workers.release(p, handlersMs)), this.reconciling]),
-      handlersMs,
-    );
+    const cut = setTimeout(this.cutDrains, Math.max(0, handlersMs));
+    cut.unref();
+    this.stopRuns();
+    await withDeadline(this.idle(), deadline - Date.now());
+    clearTimeout(cut);
     const session = this.session;
-    if (!session) return;
-    await withDeadline(
-      Promise.allSettled(
-        [...new Set([...this.held.keys(), ...this.orphans])].map((p) =>
-          this.client.unlock(this.key(p), session),
-        ),
-      ),
-      deadline - Date.now(),
-    );
-    this.held.clear();
-    await withDeadline(this.client.destroySession(session), deadline - Date.now());
     this.session = undefined;
-    await withDeadline(
-      Promise.allSettled([this.prefixLoop, ...this.pending]),
-      deadline - Date.now(),
-    );
+    if (session) await withDeadline(this.client.destroySession(session), deadline - Date.now());
+    await withDeadline(this.prefixLoop, deadline - Date.now());
   }
 
-  private leaseFresh(): boolean {
-    const from = this.leaseFrom;
-    return from !== undefined && performance.now() - from < this.leaseMs;
-  }
-
-  private onPass(): void {
-    if (this.abort.signal.aborted) return;
-    // The lease ran out before this pass came (its timer not run yet, e.g. a busy loop): owns()
-    // may have said false already, so it lapses now and the partitions are acquired again.
-    if (!this.lapsed && !this.leaseFresh()) this.lapse();
-    this.leaseFrom = this.registration.lastPassAt!;
+  private onPass(sentAt: number): void {
+    if (this.stopping) return;
+    // A pass that comes after the lease ran out (its timer not run yet, e.g. a busy loop) lapses
+    // it first: owns() may have said false already, so every partition is acquired again.
+    const { lapsed, freshened } = this.lease.pass(sentAt, performance.now());
     this.armLapse();
-    if (this.lapsed && this.leaseFresh()) {
-      this.lapsed = false;
-      this.reconcile();
-    }
+    if (lapsed) this.onLapse();
+    else if (freshened) this.reconcile();
   }
 
   /**
@@ -188,198 +226,270 @@ export class ExclusiveOwnership implements Ownership {
    */
   private armLapse(): void {
     clearTimeout(this.lapseTimer);
+    const endsAt = this.lease.endsAt;
+    if (endsAt === undefined) return;
     this.lapseTimer = setTimeout(
-      () => (this.leaseFresh() ? this.armLapse() : this.lapse()),
-      Math.max(0, this.leaseFrom! + this.leaseMs - performance.now()),
+      () => {
+        if (this.lease.expire(performance.now())) this.onLapse();
+        else this.armLapse();
+      },
+      Math.max(0, endsAt - performance.now()),
     );
     this.lapseTimer.unref();
   }
 
-  /**
-   * No pass confirmed for a lease (or `force`: the agent lost the registration): let go of
-   * everything until Consul grants each again.
-   */
-  private lapse(force = false): void {
-    if ((!force && this.leaseFresh()) || this.abort.signal.aborted) return;
-    this.lapsed = true;
-    if (force) {
-      // Whatever the old session held went with the agent's state.
-      this.session = undefined;
-    }
-    const dropped = this.drop();
-    for (const p of this.held.keys()) this.orphans.add(p);
-    this.held.clear();
+  /** No pass confirmed for a lease: every run stops; each lock is released, then asked again. */
+  private onLapse(): void {
+    const dropped = this.stopRuns();
     if (dropped.length > 0) {
       this.logger.warn(
-        `${force ? `The agent lost "${this.serviceId}" and its session` : `The lease of "${this.serviceId}" lapsed (no TTL pass confirmed for ${this.leaseMs} ms)`}: released partitions ${dropped.join(', ')} until Consul grants them again`,
+        `The lease of "${this.serviceId}" lapsed (no TTL pass confirmed for ${this.lease.ms} ms): released partitions ${dropped.join(', ')} until Consul grants them again`,
       );
     }
-    for (const p of dropped) this.track(this.workers.release(p, this.config.drainTimeoutMs));
+    this.reconcile();
   }
 
-  /** Every live partition stops counting as owned at once; returns them. */
-  private drop(): number[] {
-    const dropped = ascending(this.live);
-    this.live.clear();
-    if (dropped.length > 0) this.changed([], dropped);
-    return dropped;
+  /** The agent lost the registration, and the session and its locks with it. */
+  private onLost(): void {
+    if (this.stopping) return;
+    this.lease.lose();
+    this.session = undefined;
+    const dropped = this.stopRuns();
+    if (dropped.length > 0) {
+      this.logger.warn(
+        `The agent lost "${this.serviceId}" and its session: released partitions ${dropped.join(', ')} until Consul grants them again`,
+      );
+    }
+  }
+
+  /** Stops the runs that no longer apply, then asks for the locks the table wants. */
+  private reconcile(): void {
+    this.stopRuns();
+    this.acquireWanted();
+  }
+
+  /**
+   * Stops every run that no longer applies (lease not fresh or of an older epoch, the table moved
+   * it away, shutdown), tells the service, and returns them; their locks go on to drain and
+   * release.
+   */
+  private stopRuns(): number[] {
+    const now = performance.now();
+    const stopped: number[] = [];
+    for (const [p, lock] of this.locks) {
+      if (lock.state !== 'running') continue;
+      if (this.wanted(p) && this.lease.isFresh(now) && lock.request!.epoch === this.lease.epoch) {
+        continue;
+      }
+      this.drain(p, lock);
+      stopped.push(p);
+    }
+    if (stopped.length > 0) this.changed([], ascending(stopped));
+    return ascending(stopped);
+  }
+
+  private acquireWanted(): void {
+    if (this.stopping || this.registration.state !== 'registered') return;
+    if (!this.lease.isFresh(performance.now())) return;
+    const wanted = ascending(this.target).filter((p) => this.stateOf(p) === 'free');
+    if (wanted.length === 0) return;
+    const session = this.session;
+    if (!session) return this.openSession();
+    for (const p of wanted) this.acquire(p, session);
+  }
+
+  private acquire(partition: number, session: string): void {
+    const lock = this.lockOf(partition);
+    const request = { epoch: this.lease.epoch, session };
+    this.move(lock, 'acquire');
+    lock.request = request;
+    this.track(
+      (async () => {
+        try {
+          const attempt = await this.client.lock(this.key(partition), session, this.serviceId);
+          if (attempt.acquired) return this.granted(partition, lock, attempt);
+          this.move(lock, 'refused');
+          if (INVALID_SESSION.test(attempt.reason)) {
+            if (this.session === session) this.session = undefined;
+            this.retryIn(0);
+          } else {
+            // Held by another session (the prefix shows its release) or in lock-delay (it does not).
+            this.retryIn(this.config.lock.lockDelayMs);
+          }
+        } catch (error) {
+          // The lock may have been granted all the same: the prefix shows it, and it is released.
+          this.move(lock, 'refused');
+          if (!this.client.closed) {
+            this.logger.warn(
+              `Could not acquire partition ${partition}: ${(error as Error).message}`,
+            );
+          }
+          this.retryIn(SESSION_RETRY_MS);
+        }
+      })(),
+    );
+  }
+
+  private granted(
+    partition: number,
+    lock: PartitionLock,
+    attempt: { lockIndex: number; modifyIndex: number },
+  ): void {
+    lock.modifyIndex = attempt.modifyIndex;
+    const event = grantEvent(
+      lock.request!,
+      {
+        epoch: this.lease.epoch,
+        session: this.session ?? '',
+        wanted: this.wanted(partition),
+        leaseFresh: this.lease.isFresh(performance.now()),
+        lastToken: lock.lastToken,
+      },
+      attempt.lockIndex,
+    );
+    this.move(lock, event);
+    if (event === 'undo') return this.release(partition, lock);
+    lock.token = lock.lastToken = attempt.lockIndex;
+    this.workers.start(partition, attempt.lockIndex);
+    this.changed([partition], []);
+  }
+
+  /**
+   * `running` → `draining`: handlers aborted and awaited (up to `drainTimeoutMs`, or until
+   * shutdown stops waiting), then the lock released.
+   */
+  private drain(partition: number, lock: PartitionLock): void {
+    this.move(lock, 'stop');
+    lock.token = undefined;
+    const drained = this.workers.release(partition, this.config.drainTimeoutMs);
+    this.track(
+      (async () => {
+        await Promise.race([drained, this.drainCut]);
+        this.move(lock, 'drained');
+        this.release(partition, lock);
+      })(),
+    );
+  }
+
+  /**
+   * `releasing` → `free`: `?release=` (no lock-delay follows), retried while it fails; a lock of
+   * a session that is gone went with it.
+   */
+  private release(partition: number, lock: PartitionLock): void {
+    const session = lock.request?.session;
+    this.track(
+      (async () => {
+        let warned = false;
+        while (session !== undefined && session === this.session && !this.client.closed) {
+          try {
+            await this.client.unlock(this.key(partition), session);
+            break;
+          } catch (error) {
+            if (!warned && !this.client.closed) {
+              this.logger.warn(
+                `Could not release partition ${partition}: ${(error as Error).message}`,
+              );
+            }
+            warned = true;
+            await abortableDelay(SESSION_RETRY_MS, this.client.closeSignal);
+          }
+        }
+        this.move(lock, 'released');
+        lock.request = undefined;
+        this.reconcile();
+      })(),
+    );
   }
 
   /** `index`: the answer's `X-Consul-Index`; a lock taken after it is not in the answer yet. */
   private onKeys(entries: LockEntry[], index: number): void {
     // The index went backwards (a restarted agent lost its state): every lock we recorded
     // carries an index from before, so compare them all with this answer.
-    if (index < this.prefixIndex) for (const lock of this.held.values()) lock.modifyIndex = 0;
+    if (index < this.prefixIndex) for (const lock of this.locks.values()) lock.modifyIndex = 0;
     this.prefixIndex = index;
     const holders = new Map<number, string | undefined>();
     for (const entry of entries) {
       const partition = Number(entry.key.slice(this.keyPrefix.length));
       if (Number.isInteger(partition)) holders.set(partition, entry.session);
     }
-    const lost = [...this.held].flatMap(([p, lock]) =>
-      !this.releasing.has(p) && lock.modifyIndex <= index && holders.get(p) !== this.session
-        ? [p]
-        : [],
-    );
-    const lostLive = lost.filter((p) => this.live.delete(p));
-    for (const p of lost) this.held.delete(p);
-    if (lostLive.length > 0) {
-      this.logger.warn(`Lost the locks of partitions ${lostLive.join(', ')}; their handlers stop`);
-      this.changed([], lostLive);
-      for (const p of lostLive) this.track(this.workers.release(p, this.config.drainTimeoutMs));
-    }
-    const free = [...this.target].some((p) => !this.held.has(p) && !holders.get(p));
-    if (lost.length > 0 || free) this.reconcile();
-  }
-
-  /** One reconciliation at a time; calls meanwhile run it once more afterwards. */
-  private reconcile(): void {
-    if (this.abort.signal.aborted) return;
-    if (this.reconciling) {
-      this.reconcileAgain = true;
-      return;
-    }
-    this.reconciling = (async () => {
-      do {
-        this.reconcileAgain = false;
-        await this.reconcileOnce();
-      } while (this.reconcileAgain && !this.abort.signal.aborted);
-    })().finally(() => (this.reconciling = undefined));
-  }
-
-  private async reconcileOnce(): Promise<void> {
-    const released = ascending(this.held.keys()).filter(
-      (p) => !this.target.has(p) && !this.releasing.has(p),
-    );
-    const wereLive = released.filter((p) => this.live.delete(p));
-    if (wereLive.length > 0) this.changed([], wereLive);
-    for (const p of released) this.release(p);
-    for (const p of [...this.orphans]) {
-      if (!this.target.has(p) && !this.releasing.has(p) && !this.held.has(p)) this.release(p);
-    }
-    if (this.lapsed || !this.leaseFresh() || this.registration.state !== 'registered') return;
-    const wanted = ascending(this.target).filter(
-      (p) => !this.held.has(p) && !this.releasing.has(p),
-    );
-    if (wanted.length === 0) return;
-    const session = await this.ensureSession();
-    if (!session) return;
-    const acquired: number[] = [];
-    let retryMs: number | undefined;
-    await Promise.all(
-      wanted.map(async (p) => {
-        try {
-          const attempt = await this.client.lock(this.key(p), session, this.serviceId);
-          if (attempt.acquired) {
-            this.orphans.delete(p);
-            this.held.set(p, { lockIndex: attempt.lockIndex, modifyIndex: attempt.modifyIndex });
-            // A lease that lapsed meanwhile is not revived: the next pass re-acquires.
-            // Nor does a lock granted after shutdown began start a handler (stop() releases it).
-            if (
-              !this.abort.signal.aborted &&
-              !this.lapsed &&
-              this.leaseFresh() &&
-              this.target.has(p) &&
-              session === this.session
-            ) {
-              this.live.add(p);
-              this.workers.start(p, attempt.lockIndex);
-              acquired.push(p);
-            }
-          } else if (INVALID_SESSION.test(attempt.reason)) {
-            if (this.session === session) this.session = undefined;
-            retryMs = 0;
-          } else {
-            // Held by another session (the prefix shows its release) or in lock-delay (it does not).
-            retryMs ??= this.config.lock.lockDelayMs;
-          }
-        } catch (error) {
-          if (!this.abort.signal.aborted) {
-            this.logger.warn(`Could not acquire partition ${p}: ${(error as Error).message}`);
-          }
-          retryMs = SESSION_RETRY_MS;
-        }
-      }),
-    );
-    if (acquired.length > 0) this.changed(ascending(acquired), []);
-    if (retryMs !== undefined) this.retryIn(retryMs);
-  }
-
-  /**
-   * Drains the handlers, then releases the lock (no lock-delay follows a release); the
-   * partition stopped counting as owned already (`live`).
-   */
-  private release(partition: number): void {
-    this.releasing.add(partition);
-    const session = this.session;
-    const done = (async () => {
-      await this.workers.release(partition, this.config.drainTimeoutMs);
-      try {
-        if (session && (this.held.has(partition) || this.orphans.has(partition))) {
-          await this.client.unlock(this.key(partition), session);
-        }
-      } catch (error) {
-        if (!this.abort.signal.aborted) {
-          this.logger.warn(`Could not release partition ${partition}: ${(error as Error).message}`);
-        }
-      } finally {
-        this.held.delete(partition);
-        this.orphans.delete(partition);
-        this.releasing.delete(partition);
+    const lost: number[] = [];
+    for (const [p, lock] of this.locks) {
+      if (lock.modifyIndex > index) continue;
+      const holder = holders.get(p);
+      if (lock.state === 'running' && holder !== lock.request!.session) {
+        this.drain(p, lock);
+        lost.push(p);
+      } else if (lock.state === 'free' && holder !== undefined && holder === this.session) {
+        // Granted in an answer that never came back (the request failed on the way back).
+        this.move(lock, 'stray');
+        lock.request = { epoch: this.lease.epoch, session: holder };
+        this.release(p, lock);
       }
-      this.reconcile();
-    })();
-    this.track(done);
+    }
+    if (lost.length > 0) {
+      this.logger.warn(`Lost the locks of partitions ${lost.join(', ')}; their handlers stop`);
+      this.changed([], ascending(lost));
+    }
+    if (lost.length > 0 || [...this.target].some((p) => !holders.get(p))) this.reconcile();
   }
 
-  private async ensureSession(): Promise<string | undefined> {
-    if (this.session) return this.session;
-    try {
-      this.session = await this.client.createSession({
-        name: `athomic-sharding:${this.serviceId}`,
-        serviceCheckId: serviceCheckId(this.serviceId),
-        lockDelay: this.config.lock.lockDelay,
-      });
-      // Locks of an older session are gone with it.
-      this.held.clear();
-      this.orphans.clear();
-      return this.session;
-    } catch (error) {
-      if (!this.abort.signal.aborted) {
-        this.logger.warn(`Could not create the sharding session: ${(error as Error).message}`);
+  /** The table gives it to this instance, and no shutdown began. */
+  private wanted(partition: number): boolean {
+    return !this.stopping && this.target.has(partition);
+  }
+
+  private stateOf(partition: number): PartitionLockState {
+    return this.locks.get(partition)?.state ?? 'free';
+  }
+
+  private lockOf(partition: number): PartitionLock {
+    let lock = this.locks.get(partition);
+    if (!lock) {
+      lock = { state: 'free', lastToken: 0, modifyIndex: 0 };
+      this.locks.set(partition, lock);
+    }
+    return lock;
+  }
+
+  private move(lock: PartitionLock, event: PartitionLockEvent): void {
+    lock.state = nextPartitionLockState(lock.state, event);
+  }
+
+  /** One session at a time is being created; acquisitions follow when it is. */
+  private openSession(): void {
+    if (this.opening) return;
+    this.opening = (async () => {
+      try {
+        this.session = await this.client.createSession({
+          name: `athomic-sharding:${this.serviceId}`,
+          serviceCheckId: serviceCheckId(this.serviceId),
+          lockDelay: this.config.lock.lockDelay,
+        });
+      } catch (error) {
+        if (!this.client.closed) {
+          this.logger.warn(`Could not create the sharding session: ${(error as Error).message}`);
+        }
         this.retryIn(SESSION_RETRY_MS);
       }
-      return undefined;
-    }
+    })().finally(() => {
+      this.opening = undefined;
+      this.acquireWanted();
+    });
+    this.track(this.opening);
   }
 
   private retryIn(ms: number): void {
-    if (this.abort.signal.aborted || this.retryTimer) return;
+    if (this.stopping || this.retryTimer) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.reconcile();
     }, ms);
     this.retryTimer.unref();
+  }
+
+  /** Resolves once no acquisition, drain or release is under way. */
+  private async idle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
   private key(partition: number): string {

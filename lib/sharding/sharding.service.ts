@@ -1,5 +1,6 @@
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { concat, defer, Observable, of, Subject, type Subscription } from 'rxjs';
+import { LOCAL_DATACENTER } from '../consul/consul.client.js';
 import type { ConsulTransport } from '../consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
@@ -49,6 +50,7 @@ export class ShardingService {
   private readonly config?: ShardingSettings;
   private readonly workers = new PartitionWorkers(this.logger);
   private readonly ownership?: Ownership;
+  private readonly exclusive?: ExclusiveOwnership;
   private readonly changes = new Subject<ShardAssignment>();
   private version = 0;
   private lastChange: Pick<ShardAssignment, 'acquired' | 'released'> = {
@@ -77,10 +79,17 @@ export class ShardingService {
     if (!this.config) return;
     metrics.observePartitions(this.config.mode, () => this.owned().length);
     const changed = (acquired: number[], released: number[]): void => this.emit(acquired, released);
-    this.ownership =
-      this.config.mode === 'exclusive'
-        ? new ExclusiveOwnership(settings, client, registration, this.workers, changed, this.logger)
-        : new CooperativeOwnership(this.config, this.workers, changed);
+    if (this.config.mode === 'exclusive') {
+      this.exclusive = new ExclusiveOwnership(
+        settings,
+        client,
+        registration,
+        this.workers,
+        changed,
+        this.logger,
+      );
+    }
+    this.ownership = this.exclusive ?? new CooperativeOwnership(this.config, this.workers, changed);
   }
 
   /** murmur3 x86 32-bit (seed 0) of the key's UTF-8 bytes, mod `sharding.partitions`. */
@@ -130,13 +139,32 @@ export class ShardingService {
     const name = this.settings.service.name;
     if (!config || !name || !this.settings.enabled) return;
     this.settle = new SettleWindow(config.settleMs, () => this.recompute());
-    this.watch = this.watches.acquire(name, {});
+    // The membership the locks go with is the agent's own datacenter's; with no other datacenter
+    // configured, the watch is shared with discovery's of the same name.
+    this.watch = this.watches.acquire(
+      name,
+      this.settings.consul.datacenter === undefined ? {} : { datacenter: LOCAL_DATACENTER },
+    );
     this.subscription = this.watch.instances$.subscribe((instances) => {
       this.latest = instances;
       this.handoff.begin();
       this.settle?.touch();
     });
     this.ownership?.start();
+  }
+
+  /**
+   * Before `deregisterSelf()` (exclusive): `owns()` false at once, handlers drained and locks
+   * released — no lock-delay for the next owner — before deregistering would invalidate the
+   * session.
+   */
+  withdraw(): Promise<void> {
+    return this.exclusive?.withdraw() ?? Promise.resolve();
+  }
+
+  /** After a successful `registerSelf()`: ownership resumes (exclusive: locks asked again). */
+  restore(): void {
+    this.exclusive?.restore();
   }
 
   /**

@@ -6,7 +6,7 @@ import type { DiscoveryQuery } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
 import { ChangeFeed } from './change-feed.js';
 import { ServiceWatch, type ServiceWatchOptions } from './service-watch.js';
-import { watchKey } from './watch-key.js';
+import { datacenterKey, watchKey } from './watch-key.js';
 
 /**
  * Every live watch, shared by name + query. The first `watch.maxLongPolls` get a long-poll each;
@@ -59,7 +59,7 @@ export class WatchRegistry {
     if (--watch.subscribers > 0) return;
     this.watches.delete(watchKey(watch.name, watch.query));
     this.polling.delete(watch);
-    const dc = watch.query.datacenter ?? '';
+    const dc = datacenterKey(watch.query.datacenter);
     const feed = this.feeds.get(dc);
     if (feed) {
       feed.remove(watch);
@@ -86,7 +86,7 @@ export class WatchRegistry {
   }
 
   private feedFor(datacenter: string | undefined): ChangeFeed {
-    const dc = datacenter ?? '';
+    const dc = datacenterKey(datacenter);
     let feed = this.feeds.get(dc);
     if (!feed) {
       feed = new ChangeFeed(this.client, datacenter, this.options);

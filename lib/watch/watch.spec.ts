@@ -2,6 +2,7 @@ import type { ServiceInstance } from '../protocol/service-discovery.protocol.js'
 import { freezeInstances, sameInstances } from './instance-set.js';
 import { nextIndex } from './blocking-query.loop.js';
 import { watchKey } from './watch-key.js';
+import { LOCAL_DATACENTER } from '../consul/consul.client.js';
 
 const instance = (serviceId: string, meta: Record<string, string> = {}): ServiceInstance => ({
   serviceId,
@@ -47,5 +48,9 @@ describe('watchKey', () => {
     expect(watchKey('a')).toBe(watchKey('a', {}));
     expect(watchKey('a', { tag: 'x' })).not.toBe(watchKey('a'));
     expect(watchKey('a', { datacenter: 'dc2' })).not.toBe(watchKey('a', { tag: 'dc2' }));
+  });
+
+  it("separates the configured datacenter (absent) from the agent's own (LOCAL_DATACENTER)", () => {
+    expect(watchKey('a', { datacenter: LOCAL_DATACENTER })).not.toBe(watchKey('a'));
   });
 });
