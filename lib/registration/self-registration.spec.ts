@@ -453,6 +453,23 @@ describe('SelfRegistration', () => {
     expect(agent.holds).toBe(false);
   });
 
+  it('stop() while a self-repair is in flight: its late landing is deregistered', async () => {
+    await registration.boot();
+    agent.holds = false; // the agent restarted empty: the next pass answers "unknown check"
+    const repair = new Gate();
+    agent.gates.register = repair;
+    await advance(BEAT_MS);
+    expect(agent.calls.slice(-2)).toEqual(['pass', 'register']); // the repair waits on the agent
+    const stopped = registration.stop(Date.now() + 1_000);
+    await advance(1_000);
+    await stopped;
+    repair.release(); // lands after shutdown deregistered
+    await advance(5_000);
+    expect(agent.holds).toBe(false);
+    expect(agent.calls.at(-1)).toBe('deregister');
+    expect(registration.state).toBe('stopped');
+  });
+
   it('stop() keeps its deadline when the agent does not answer the deregistration', async () => {
     await registration.boot();
     agent.gates.deregister = new Gate();
