@@ -253,6 +253,21 @@ describe('bad input: settings and arguments are rejected before any I/O', () => 
         'heartbeat.intervalRatio',
       ],
       ['unknown root key', withRoot({ servce: {} }), 'servce'],
+      // exclusive sharding: the lease must cover two heartbeats
+      [
+        'exclusive sharding with ttl 1s',
+        withRoot({ healthCheck: { ttl: '1s' }, sharding: { partitions: 8, mode: 'exclusive' } }),
+        'healthCheck.ttl',
+      ],
+      [
+        'exclusive sharding with intervalRatio 0.9',
+        withRoot({
+          healthCheck: { ttl: '3s' },
+          heartbeat: { intervalRatio: 0.9 },
+          sharding: { partitions: 8, mode: 'exclusive' },
+        }),
+        'heartbeat.intervalRatio',
+      ],
     ];
 
     it.each(cases.map(([label, make, path]) => [label, path, make] as const))(

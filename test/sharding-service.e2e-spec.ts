@@ -113,10 +113,16 @@ describe('ShardingService', () => {
     expect(late).toEqual([last]);
   });
 
-  it('handlers: one per owned partition; a throwing one is logged; a hung one cannot hold close()', async () => {
+  it('handlers: one per owned partition; a throwing one is logged; a hung one cannot keep the instance registered after close(), with an agent 50 ms slow', async () => {
     const logger = new CapturingLogger();
+    const base = options('shards-handlers');
     const app: TestingModule = await apps.start(
-      options('shards-handlers', { shutdownTimeoutMs: 1_000 }),
+      // drainTimeoutMs above shutdownTimeoutMs: at shutdown the handlers are bounded by the latter.
+      {
+        ...base,
+        shutdownTimeoutMs: 1_000,
+        sharding: { ...base.sharding!, drainTimeoutMs: 30_000 },
+      },
       logger,
     );
     const sharding = app.get(ShardingService);
@@ -128,9 +134,19 @@ describe('ShardingService', () => {
     });
     await waitFor(() => started.size === P, { timeoutMs: 5_000, message: 'all handlers ran' });
     expect(logger.all()).toMatch(/handler of partition 0 failed: handler failed on purpose/);
+    // A slow agent: the deregistration needs time of its own, which the handlers must leave it.
+    proxy.delayMs = 50;
     const closing = performance.now();
-    await apps.close(app);
+    try {
+      await apps.close(app);
+    } finally {
+      proxy.delayMs = 0;
+    }
     expect(performance.now() - closing).toBeLessThan(1_000 + 500);
+    // The deregistration was answered before close() resolved, not cut off at the deadline.
+    expect(logger.all()).toMatch(/Deregistered "shards-handlers"/);
+    expect(logger.all()).not.toMatch(/Could not deregister/);
+    expect(Object.keys(await agent.api().agentServices())).not.toContain('shards-handlers');
     expect(await agent.api().passingIds('shards')).not.toContain('shards-handlers');
   });
 

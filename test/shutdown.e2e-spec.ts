@@ -1,4 +1,4 @@
-import type { DiscoveryModuleOptions } from '../lib/index.js';
+import { DiscoveryService, type DiscoveryModuleOptions } from '../lib/index.js';
 import {
   CapturingLogger,
   FAST_RETRY,
@@ -225,6 +225,32 @@ describe('shutdown', () => {
       expectRegisteredOnce(p);
       expect(await registeredIds()).not.toContain(`${name}-1`);
       expect(logger.lines('error')).toEqual([]);
+    });
+
+    it('a registration that landed but whose answer is held past the deadline is not left in Consul by close()', async () => {
+      const name = 'sd-zombie';
+      const p = await tap();
+      const base = options(name, p.port);
+      const app = await apps.start({
+        ...base,
+        autoRegister: false,
+        consul: { ...base.consul, timeoutMs: 10_000 },
+      });
+      p.delayMs = 5 * SHUTDOWN_TIMEOUT_MS; // every answer comes back well after the deadline
+      const registering = app.get(DiscoveryService).registerSelf();
+      await waitFor(async () => (await registeredIds()).includes(`${name}-1`), {
+        timeoutMs: 5_000,
+        message: 'the registration landed on the agent',
+      });
+      const closing = performance.now();
+      await apps.close(app);
+      expect(performance.now() - closing).toBeLessThan(SHUTDOWN_TIMEOUT_MS + CLOSE_MARGIN_MS);
+      await expect(registering).resolves.toBe(false);
+      expect(await registeredIds()).not.toContain(`${name}-1`);
+      // Nothing lands later either: the closed app's held answer is dropped with its socket.
+      p.delayMs = 0;
+      await heartbeatsElapsed();
+      expect(await registeredIds()).not.toContain(`${name}-1`);
     });
 
     it(`close() resolves within shutdownTimeoutMs + ${CLOSE_MARGIN_MS} ms when the agent is slow`, async () => {

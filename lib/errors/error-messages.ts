@@ -77,3 +77,9 @@ export const requireRegisteredMessage = (): string => 'requireRegistered must be
 
 export const maxStaleMsMessage = (): string =>
   'maxStaleMs must be an integer from 0 to 2147483647 (milliseconds)';
+
+export const leaseTooShortMessage = (): string =>
+  "healthCheck.ttl must be longer than 1s with sharding.mode 'exclusive' (the lease is ttl − max(1s, ttl/10))";
+
+export const leaseRatioMessage = (ttl: string, maxRatio: number, leaseMs: number): string =>
+  `heartbeat.intervalRatio must be at most ${maxRatio} with sharding.mode 'exclusive' and healthCheck.ttl ${ttl}: the lease (ttl − max(1s, ttl/10) = ${leaseMs} ms) must cover two heartbeats`;

@@ -19,8 +19,10 @@ export type SettledState = Extract<RegistrationState, 'idle' | 'registered' | 'd
 const TRANSITIONS: Readonly<Record<RegistrationState, readonly RegistrationState[]>> = {
   idle: ['registering', 'deregistering', 'stopped'],
   // A failed registration falls back to where it started (idle, deregistered, or registered
-  // when it was a re-registration). Writes run one at a time, so no write starts from here.
-  registering: ['registered', 'idle', 'deregistered', 'stopped'],
+  // when it was a re-registration). Writes run one at a time, so no write starts from here —
+  // except shutdown's deregistration, when the registration's answer did not come in time
+  // (it may have landed on the agent).
+  registering: ['registered', 'idle', 'deregistered', 'deregistering', 'stopped'],
   registered: ['registering', 'deregistering', 'stopped'],
   // A failed deregistration falls back too: the instance may still be registered.
   deregistering: ['deregistered', 'registered', 'idle', 'stopped'],

@@ -47,6 +47,8 @@ class InMemoryAgent {
   down = false;
   /** When set, the next call of that kind waits for the gate (a slow answer). */
   readonly gates: Partial<Record<'register' | 'deregister' | 'pass' | 'services', Gate>> = {};
+  /** When set, the next registration lands at once but its answer waits for the gate. */
+  heldAnswer?: Gate;
   private readonly lifetime = new AbortController();
 
   get closeSignal(): AbortSignal {
@@ -61,6 +63,9 @@ class InMemoryAgent {
     await this.enter('register');
     expect(definition.id).toBe(ID);
     this.holds = true;
+    const answer = this.heldAnswer;
+    this.heldAnswer = undefined;
+    await answer?.promise;
   }
 
   async deregisterService(): Promise<void> {
@@ -422,9 +427,46 @@ describe('SelfRegistration', () => {
     await advance(200);
     await stopped;
     expect(registration.state).toBe('stopped');
-    slowAttempt.release();
+    slowAttempt.release(); // the attempt lands on the agent after stop() resolved
     await advance(20_000);
     expect(agent.count('register')).toBe(attempts);
+    expect(registration.state).toBe('stopped');
+    expect(agent.holds).toBe(false);
+    expect(agent.calls.at(-1)).toBe('deregister');
+  });
+
+  it('stop() while a registration landed but its answer is held: deregistered by the deadline', async () => {
+    registration = create({ autoRegister: false });
+    const answer = (agent.heldAnswer = new Gate());
+    const registering = registration.register();
+    await settle();
+    expect(agent.holds).toBe(true); // landed; the answer has not come back
+    expect(registration.state).toBe('registering');
+    const stopped = registration.stop(Date.now() + 1_000);
+    await advance(1_000);
+    await stopped;
+    expect(registration.state).toBe('stopped');
+    expect(agent.holds).toBe(false);
+    answer.release(); // the answer comes back after stop() resolved: the caller is told it failed
+    await expect(registering).resolves.toBe(false);
+    await advance(20_000);
+    expect(agent.holds).toBe(false);
+  });
+
+  it('stop() while a self-repair is in flight: its late landing is deregistered', async () => {
+    await registration.boot();
+    agent.holds = false; // the agent restarted empty: the next pass answers "unknown check"
+    const repair = new Gate();
+    agent.gates.register = repair;
+    await advance(BEAT_MS);
+    expect(agent.calls.slice(-2)).toEqual(['pass', 'register']); // the repair waits on the agent
+    const stopped = registration.stop(Date.now() + 1_000);
+    await advance(1_000);
+    await stopped;
+    repair.release(); // lands after shutdown deregistered
+    await advance(5_000);
+    expect(agent.holds).toBe(false);
+    expect(agent.calls.at(-1)).toBe('deregister');
     expect(registration.state).toBe('stopped');
   });
 

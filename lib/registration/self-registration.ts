@@ -17,6 +17,7 @@ import { ConsulRegistrar } from '../provider/consul.registrar.js';
 import { withDeadline } from '../resilience/with-deadline.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
 import type { HealthCheckSettings } from '../protocol/health-check.rules.js';
+import { heartbeatMs } from '../protocol/lease.rules.js';
 import { Heartbeat } from './heartbeat.js';
 import {
   canTransition,
@@ -36,8 +37,6 @@ interface Write {
   readonly controller: AbortController;
   done: Promise<void>;
 }
-
-const NEVER_BELOW_MS = 50;
 
 /**
  * This instance's registration with Consul as an explicit state machine
@@ -92,7 +91,7 @@ export class SelfRegistration {
     }
     const periodMs = 'ttl' in healthCheck ? healthCheck.ttlMs : healthCheck.intervalMs;
     this.heartbeat = new Heartbeat(
-      Math.max(NEVER_BELOW_MS, Math.floor(periodMs * settings.heartbeat.intervalRatio)),
+      heartbeatMs(periodMs, settings.heartbeat.intervalRatio),
       () => this.beat(),
       () => this.beating(),
     );
@@ -181,7 +180,7 @@ export class SelfRegistration {
         `Registration of "${r.serviceId}" failed, retrying in the background: ${(error as Error).message}`,
       );
       this.registerOrThrow({ attempts: Infinity, retryRefusals: true }).catch((cause: unknown) => {
-        if (this.state !== 'stopped' && !isSuperseded(cause)) {
+        if (!this.stopping && !isSuperseded(cause)) {
           this.logger.error(
             `Registration of "${r.serviceId}" stopped: ${(cause as Error).message}`,
           );
@@ -226,13 +225,16 @@ export class SelfRegistration {
 
   private async shutDown(deadline: number): Promise<void> {
     const previous = this.supersede();
+    // A write or beat in flight gets half of what remains; the rest is for deregistering.
     await withDeadline(
       Promise.allSettled([previous?.done, this.heartbeat.idle()]),
-      deadline - Date.now(),
+      (deadline - Date.now()) / 2,
     );
     const r = this.fields;
-    if (r && this.state === 'registered') {
-      this.transition('deregistering');
+    // Registered, or a write still unanswered that may have landed on the agent: deregister.
+    const state = this.state;
+    if (r && (state === 'registered' || state === 'registering' || state === 'deregistering')) {
+      if (state !== 'deregistering') this.transition('deregistering');
       const gone = await withDeadline(
         this.registrar.deregister(r.serviceId).then(() => true),
         deadline - Date.now(),
@@ -277,12 +279,19 @@ export class SelfRegistration {
     write.done = (async () => {
       await previous?.done.catch(() => undefined);
       await this.heartbeat.idle();
+      if (this.stopping) {
+        throw new DiscoveryUnavailableError(registrationStoppedMessage(r.serviceId), 'ESTOPPED');
+      }
       this.transition(during);
       try {
         await work(write.controller.signal);
       } catch (error) {
         this.finish(write, this.settled);
         throw write.controller.signal.aborted ? superseded(r.serviceId) : error;
+      }
+      if (to === 'registered' && this.landedLate()) {
+        this.undoLateLanding(r.serviceId);
+        throw new DiscoveryUnavailableError(registrationStoppedMessage(r.serviceId), 'ESTOPPED');
       }
       this.finish(write, to);
     })();
@@ -300,8 +309,8 @@ export class SelfRegistration {
 
   private finish(write: Write, to: SettledState): void {
     if (this.write === write) this.write = undefined;
-    // A write that lands after shutdown gave up waiting for it changes nothing any more.
-    if (this.state === 'stopped') return;
+    // A write that lands after shutdown gave up waiting for it changes no state any more.
+    if (this.landedLate()) return;
     this.settled = to;
     this.transition(to);
   }
@@ -349,10 +358,35 @@ export class SelfRegistration {
     try {
       const repairSentAt = performance.now();
       await this.registrar.register(r, true, { attempts: 1 });
+      if (this.landedLate()) return this.undoLateLanding(r.serviceId);
       this.passedAt(repairSentAt);
     } catch (error) {
       this.logger.warn(`Re-registration of "${r.serviceId}" failed: ${(error as Error).message}`);
     }
+  }
+
+  /**
+   * Shutdown gave up waiting for what is landing now and went on to deregister (or is done):
+   * whatever this answer says, the instance must not stay in the catalog.
+   */
+  private landedLate(): boolean {
+    return (
+      this.stopping !== undefined && (this.state === 'deregistering' || this.state === 'stopped')
+    );
+  }
+
+  /** Deregisters a registration that landed after shutdown went on: one attempt, never rejects. */
+  private undoLateLanding(serviceId: string): void {
+    this.logger.warn(
+      `A registration of "${serviceId}" landed after shutdown began; deregistering it`,
+    );
+    this.registrar.deregister(serviceId, { attempts: 1 }).then(
+      () => this.logger.log(`Deregistered "${serviceId}" (late registration)`),
+      (error: unknown) =>
+        this.logger.warn(
+          `Could not deregister the late registration of "${serviceId}": ${(error as Error).message}`,
+        ),
+    );
   }
 
   private passedAt(sentAt: number): void {

@@ -308,6 +308,26 @@ describe('createDiscoverySettings', () => {
       'sharding.mode',
     ],
     [
+      'exclusive with ttl 1s (a lease of 0 ms)',
+      { ...valid(), healthCheck: { ttl: '1s' }, sharding: { partitions: 8, mode: 'exclusive' } },
+      'healthCheck.ttl',
+    ],
+    [
+      'exclusive with ttl 3s and intervalRatio 0.9 (a lapse on every beat)',
+      {
+        ...valid(),
+        healthCheck: { ttl: '3s' },
+        heartbeat: { intervalRatio: 0.9 },
+        sharding: { partitions: 8, mode: 'exclusive' },
+      },
+      'heartbeat.intervalRatio',
+    ],
+    [
+      'exclusive with ttl 2s (a lease of 1 s, under two beats of 667 ms)',
+      { ...valid(), healthCheck: { ttl: '2s' }, sharding: { partitions: 8, mode: 'exclusive' } },
+      'heartbeat.intervalRatio',
+    ],
+    [
       'balanceFactor 2.5',
       { ...valid(), sharding: { partitions: 8, balanceFactor: 2.5 } },
       'sharding.balanceFactor',
@@ -372,6 +392,30 @@ describe('createDiscoverySettings', () => {
     const error = violationOf(options);
     expect(error.paths).toContain(path);
     expect(error.message).toContain(path);
+  });
+
+  it('exclusive mode: the lease, ttl − max(1 s, ttl/10), must cover two heartbeats', () => {
+    const exclusive = (ttl: string, intervalRatio?: number): DiscoveryModuleOptions =>
+      valid({
+        healthCheck: { ttl },
+        ...(intervalRatio === undefined ? {} : { heartbeat: { intervalRatio } }),
+        sharding: { partitions: 8, mode: 'exclusive' },
+      });
+    // At the edge: 3 s − 1 s = 2 s = 2 × 1/3 × 3 s; 10 s − 1 s = 9 s = 2 × 0.45 × 10 s.
+    expect(() => createDiscoverySettings(exclusive('3s'), {})).not.toThrow();
+    expect(() => createDiscoverySettings(exclusive('10s', 0.45), {})).not.toThrow();
+    expect(violationOf(exclusive('10s', 0.46)).message).toMatch(
+      /heartbeat\.intervalRatio must be at most 0\.45 .*healthCheck\.ttl 10s/,
+    );
+    expect(violationOf(exclusive('2900ms')).paths).toEqual(['heartbeat.intervalRatio']);
+    expect(violationOf(exclusive('1s')).message).toMatch(/healthCheck\.ttl must be longer than 1s/);
+    // Cooperative mode has no lease: the same timings are accepted.
+    expect(() =>
+      createDiscoverySettings(
+        valid({ healthCheck: { ttl: '1s' }, sharding: { partitions: 8 } }),
+        {},
+      ),
+    ).not.toThrow();
   });
 
   it('lists every bad path at once, in a readable message', () => {

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
-import { setDurationMs } from '../protocol/duration.util.js';
+import { parseDuration, setDurationMs } from '../protocol/duration.util.js';
 import { setCheckDurations } from '../protocol/health-check.rules.js';
 import {
   copyMeta,
@@ -10,7 +10,12 @@ import {
   ViolationCollector,
 } from '../protocol/input.reader.js';
 import { MAX_META_PAIRS } from '../protocol/field.rules.js';
-import { reservedShardMetaMessage } from '../errors/error-messages.js';
+import {
+  leaseRatioMessage,
+  leaseTooShortMessage,
+  reservedShardMetaMessage,
+} from '../errors/error-messages.js';
+import { heartbeatMs, leaseMs, maxLeaseRatio } from '../protocol/lease.rules.js';
 import type { DiscoveryModuleOptions } from './discovery-module-options.interface.js';
 import {
   consulEnvDefaults,
@@ -117,6 +122,25 @@ function checkShardingRules(settings: DiscoverySettings, out: ViolationCollector
     out.add(
       'sharding.mode',
       "sharding.mode 'exclusive' requires the TTL health check (its lease is what self-fencing measures)",
+    );
+  }
+  if (sharding.mode === 'exclusive') checkLease(settings, out);
+}
+
+/** A lease that lapses between two ordinary beats would drop every partition on every beat. */
+function checkLease(settings: DiscoverySettings, out: ViolationCollector): void {
+  const { healthCheck, heartbeat } = settings;
+  if (typeof healthCheck !== 'object' || healthCheck === null || !('ttl' in healthCheck)) return;
+  const ttlMs = parseDuration(healthCheck.ttl);
+  const ratio = heartbeat.intervalRatio;
+  if (ttlMs === undefined || typeof ratio !== 'number' || !Number.isFinite(ratio)) return;
+  const lease = leaseMs(ttlMs);
+  if (lease <= 0) {
+    out.add('healthCheck.ttl', leaseTooShortMessage());
+  } else if (2 * heartbeatMs(ttlMs, ratio) > lease) {
+    out.add(
+      'heartbeat.intervalRatio',
+      leaseRatioMessage(healthCheck.ttl, maxLeaseRatio(ttlMs), lease),
     );
   }
 }

@@ -1,15 +1,19 @@
 import { withDeadline } from '../resilience/with-deadline.js';
 import type { ShardingSettings } from '../settings/discovery.settings.js';
-import { ascending, type Ownership, type OwnershipChanged } from './ownership.js';
+import { CooperativeHandoff } from './cooperative-handoff.js';
+import { shutdownDrainMs, type Ownership, type OwnershipChanged } from './ownership.js';
 import type { PartitionWorkers } from './partition-workers.js';
 
 /**
  * Ownership = the table. Lost partitions are released at once (handlers aborted, awaited up to
- * `drainTimeoutMs`); gained ones start `handoffDelayMs` later, so the loser has stopped first.
+ * `drainTimeoutMs`); gained ones start `handoffDelayMs` after the first table that gave them, so
+ * the loser has stopped first. Each partition's phase is kept by `CooperativeHandoff`; this class
+ * only runs its timers and handlers.
  */
 export class CooperativeOwnership implements Ownership {
-  private readonly current = new Set<number>();
-  private handoff?: NodeJS.Timeout;
+  private readonly handoff = new CooperativeHandoff();
+  /** One timer per batch of gains still waiting for its delay. */
+  private readonly timers = new Map<number, NodeJS.Timeout>();
   private readonly draining = new Set<Promise<void>>();
 
   constructor(
@@ -23,32 +27,26 @@ export class CooperativeOwnership implements Ownership {
   }
 
   assign(target: readonly number[]): void {
-    const wanted = new Set(target);
-    const released = ascending([...this.current].filter((p) => !wanted.has(p)));
-    for (const p of released) {
-      this.current.delete(p);
-      this.drain(p, this.settings.drainTimeoutMs);
-    }
+    const { released, batch } = this.handoff.table(target);
+    for (const p of released) this.drain(p, this.settings.drainTimeoutMs);
     if (released.length > 0) this.changed([], released);
-    clearTimeout(this.handoff);
-    const gained = target.filter((p) => !this.current.has(p));
-    if (gained.length === 0) return;
-    this.handoff = setTimeout(() => {
-      for (const p of gained) {
-        this.current.add(p);
-        this.workers.start(p);
-      }
-      this.changed(gained, []);
+    if (batch === undefined) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(batch);
+      const started = this.handoff.elapsed(batch);
+      for (const p of started) this.workers.start(p);
+      if (started.length > 0) this.changed(started, []);
     }, this.settings.handoffDelayMs);
-    this.handoff.unref();
+    timer.unref();
+    this.timers.set(batch, timer);
   }
 
   owns(partition: number): boolean {
-    return this.current.has(partition);
+    return this.handoff.running(partition);
   }
 
   owned(): number[] {
-    return ascending(this.current);
+    return this.handoff.owned();
   }
 
   token(): undefined {
@@ -56,13 +54,13 @@ export class CooperativeOwnership implements Ownership {
   }
 
   async stop(deadline: number): Promise<void> {
-    clearTimeout(this.handoff);
-    const released = this.owned();
-    this.current.clear();
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    const released = this.handoff.stop();
     if (released.length > 0) this.changed([], released);
-    const drainMs = Math.min(this.settings.drainTimeoutMs, deadline - Date.now());
+    const drainMs = shutdownDrainMs(this.settings.drainTimeoutMs, deadline);
     for (const p of released) this.drain(p, drainMs);
-    await withDeadline(Promise.all(this.draining), deadline - Date.now());
+    await withDeadline(Promise.all(this.draining), drainMs);
   }
 
   private drain(partition: number, timeoutMs: number): void {

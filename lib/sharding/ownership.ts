@@ -17,3 +17,11 @@ export interface Ownership {
 
 export const ascending = (partitions: Iterable<number>): number[] =>
   [...partitions].sort((a, b) => a - b);
+
+/**
+ * The most the handlers' drain may take at shutdown: half of what remains before `deadline`
+ * (a `Date.now()` value), within `drainTimeoutMs`; the rest is kept for releasing, destroying
+ * the session and deregistering.
+ */
+export const shutdownDrainMs = (drainTimeoutMs: number, deadline: number): number =>
+  Math.max(0, Math.min(drainTimeoutMs, (deadline - Date.now()) / 2));

@@ -12,27 +12,33 @@ interface Run {
   readonly done: Promise<void>;
 }
 
+/** One `add()`: the same function added twice is two registrations, each with its own runs. */
+interface Registration {
+  readonly handler: PartitionHandler;
+}
+
 /**
- * The handlers of `onPartition()`, one run per (owned partition, handler). Releasing a partition
+ * The handlers of `onPartition()`, one run per (owned partition, registration). Releasing a partition
  * aborts its runs and waits for them, bounded: a handler that throws is logged, one that never
  * settles is logged and left behind.
  */
 export class PartitionWorkers {
-  private readonly handlers = new Set<PartitionHandler>();
-  private readonly running = new Map<number, Map<PartitionHandler, Run>>();
+  private readonly registrations = new Set<Registration>();
+  private readonly running = new Map<number, Map<Registration, Run>>();
   private readonly tokens = new Map<number, number | undefined>();
 
   constructor(private readonly logger: Logger) {}
 
   /** Runs `handler` for every started partition from now on; the returned function stops it. */
   add(handler: PartitionHandler): () => void {
-    this.handlers.add(handler);
-    for (const [partition, token] of this.tokens) this.run(partition, handler, token);
+    const registration: Registration = { handler };
+    this.registrations.add(registration);
+    for (const [partition, token] of this.tokens) this.run(partition, registration, token);
     return () => {
-      if (!this.handlers.delete(handler)) return;
+      if (!this.registrations.delete(registration)) return;
       for (const runs of this.running.values()) {
-        runs.get(handler)?.controller.abort();
-        runs.delete(handler);
+        runs.get(registration)?.controller.abort();
+        runs.delete(registration);
       }
     };
   }
@@ -41,7 +47,7 @@ export class PartitionWorkers {
   start(partition: number, token?: number): void {
     if (this.tokens.has(partition)) return;
     this.tokens.set(partition, token);
-    for (const handler of this.handlers) this.run(partition, handler, token);
+    for (const registration of this.registrations) this.run(partition, registration, token);
   }
 
   /** Aborts the partition's runs and waits for them, at most `timeoutMs`. */
@@ -67,11 +73,11 @@ export class PartitionWorkers {
     await Promise.all([...this.tokens.keys()].map((p) => this.release(p, timeoutMs)));
   }
 
-  private run(partition: number, handler: PartitionHandler, token: number | undefined): void {
+  private run(partition: number, registration: Registration, token: number | undefined): void {
     const controller = new AbortController();
     const done = (async () => {
       try {
-        await handler(partition, { signal: controller.signal, token });
+        await registration.handler(partition, { signal: controller.signal, token });
       } catch (error) {
         if (!controller.signal.aborted) {
           this.logger.error(
@@ -81,7 +87,7 @@ export class PartitionWorkers {
       }
     })();
     let runs = this.running.get(partition);
-    if (!runs) this.running.set(partition, (runs = new Map<PartitionHandler, Run>()));
-    runs.set(handler, { controller, done });
+    if (!runs) this.running.set(partition, (runs = new Map<Registration, Run>()));
+    runs.set(registration, { controller, done });
   }
 }

@@ -121,6 +121,30 @@ describe('PartitionWorkers', () => {
     expect(seen).toEqual(['start 3:7', 'start 5:1', 'stop 3']);
   });
 
+  it('the same function registered twice runs twice per partition, and release aborts both runs', async () => {
+    const aborted: number[] = [];
+    let runs = 0;
+    const handler = async (_p: number, { signal }: { signal: AbortSignal }): Promise<void> => {
+      const run = ++runs;
+      await new Promise((resolve) => signal.addEventListener('abort', resolve));
+      aborted.push(run);
+    };
+    workers.add(handler);
+    const stopSecond = workers.add(handler);
+    workers.start(1);
+    expect(runs).toBe(2);
+    await workers.release(1, 1_000);
+    expect(aborted.sort()).toEqual([1, 2]);
+    expect(logger.all()).not.toMatch(/did not settle/);
+    // Each registration stops its own runs only.
+    workers.start(2);
+    stopSecond();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(aborted.sort()).toEqual([1, 2, 4]);
+    await workers.release(2, 1_000);
+    expect(aborted.sort()).toEqual([1, 2, 3, 4]);
+  });
+
   it('a handler added later runs for the partitions already started; its stop function aborts it', () => {
     workers.start(1);
     let aborted = false;
@@ -155,7 +179,7 @@ describe('CooperativeOwnership', () => {
     jest.useRealTimers();
   });
 
-  function setup(): {
+  function setup(honoursSignal = true): {
     ownership: CooperativeOwnership;
     changes: [number[], number[]][];
     log: string[];
@@ -169,7 +193,10 @@ describe('CooperativeOwnership', () => {
     const log: string[] = [];
     workers.add(async (p, { signal }) => {
       log.push(`start ${p}`);
-      await new Promise((resolve) => signal.addEventListener('abort', resolve));
+      // A hung handler ignores its signal and never settles.
+      await new Promise((resolve) => {
+        if (honoursSignal) signal.addEventListener('abort', resolve);
+      });
       log.push(`stop ${p}`);
     });
     const changes: [number[], number[]][] = [];
@@ -200,13 +227,48 @@ describe('CooperativeOwnership', () => {
     expect(ownership.token()).toBeUndefined();
   });
 
-  it('a newer table within the handoff delay replaces the pending gains', async () => {
-    const { ownership } = setup();
+  it('a newer table within the handoff delay replaces the pending gains; each starts handoffDelayMs after the first table that gave it', async () => {
+    const { ownership, changes, log } = setup();
     ownership.assign([1, 2]);
     await jest.advanceTimersByTimeAsync(100);
-    ownership.assign([2, 5]);
-    await jest.advanceTimersByTimeAsync(250);
+    ownership.assign([2, 5]); // 1 is no longer gained; 2 keeps its delay; 5 starts its own
+    await jest.advanceTimersByTimeAsync(149);
+    expect(ownership.owned()).toEqual([]);
+    await jest.advanceTimersByTimeAsync(1); // t = 250: 2 was given at 0
+    expect(ownership.owned()).toEqual([2]);
+    await jest.advanceTimersByTimeAsync(99);
+    expect(ownership.owned()).toEqual([2]);
+    await jest.advanceTimersByTimeAsync(1); // t = 350: 5 was given at 100
     expect(ownership.owned()).toEqual([2, 5]);
+    await jest.advanceTimersByTimeAsync(1_000);
+    expect(log).toEqual(['start 2', 'start 5']);
+    expect(changes).toEqual([
+      [[2], []],
+      [[5], []],
+    ]);
+  });
+
+  it('recomputes with the same target faster than handoffDelayMs do not restart the delay', async () => {
+    const { ownership } = setup();
+    for (let t = 0; t < 1_000; t += 100) {
+      ownership.assign([1, 2]);
+      await jest.advanceTimersByTimeAsync(100);
+      if (t + 100 >= 250) expect(ownership.owned()).toEqual([1, 2]);
+    }
+  });
+
+  it('a partition lost and given again waits handoffDelayMs from the table that gave it back', async () => {
+    const { ownership, log } = setup();
+    ownership.assign([1]);
+    await jest.advanceTimersByTimeAsync(250);
+    ownership.assign([]);
+    await jest.advanceTimersByTimeAsync(50);
+    ownership.assign([1]);
+    await jest.advanceTimersByTimeAsync(249);
+    expect(ownership.owns(1)).toBe(false);
+    await jest.advanceTimersByTimeAsync(1);
+    expect(ownership.owns(1)).toBe(true);
+    expect(log).toEqual(['start 1', 'stop 1', 'start 1']);
   });
 
   it('stop() releases everything and waits for the handlers', async () => {
@@ -217,6 +279,27 @@ describe('CooperativeOwnership', () => {
     expect(ownership.owned()).toEqual([]);
     expect(changes.at(-1)).toEqual([[], [1, 2]]);
     expect(log.slice(-2)).toEqual(['stop 1', 'stop 2']);
+  });
+
+  it('stop() gives hung handlers at most half of what remains of the deadline: the rest is for release and deregistration', async () => {
+    const { ownership } = setup(false);
+    ownership.assign([1, 2]);
+    await jest.advanceTimersByTimeAsync(250);
+    let stopped = false;
+    void ownership.stop(Date.now() + 1_000).then(() => (stopped = true));
+    await jest.advanceTimersByTimeAsync(499);
+    expect(stopped).toBe(false);
+    await jest.advanceTimersByTimeAsync(1);
+    expect(stopped).toBe(true);
+  });
+
+  it('stop() during a handoff delay starts nothing', async () => {
+    const { ownership, log } = setup();
+    ownership.assign([1]);
+    await ownership.stop(Date.now() + 1_000);
+    await jest.advanceTimersByTimeAsync(1_000);
+    expect(log).toEqual([]);
+    expect(ownership.owned()).toEqual([]);
   });
 });
 
