@@ -134,13 +134,16 @@ describe('ShardingService', () => {
     });
     await waitFor(() => started.size === P, { timeoutMs: 5_000, message: 'all handlers ran' });
     expect(logger.all()).toMatch(/handler of partition 0 failed: handler failed on purpose/);
-    // A slow agent: the deregistration needs time of its own, which the handlers must leave it.
+    // An agent 50 ms slow each way: the deregistration needs time of its own, which the handlers
+    // must leave it (a request still held when the client closes never reaches the agent).
     proxy.delayMs = 50;
+    proxy.requestDelayMs = 50;
     const closing = performance.now();
     try {
       await apps.close(app);
     } finally {
       proxy.delayMs = 0;
+      proxy.requestDelayMs = 0;
     }
     expect(performance.now() - closing).toBeLessThan(1_000 + 500);
     // The deregistration was answered before close() resolved, not cut off at the deadline.

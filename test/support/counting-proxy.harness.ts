@@ -5,6 +5,8 @@ export interface CountingProxyOptions {
   targetHost?: string;
   /** Holds every chunk from the target this long before passing it on (a slow agent). */
   delayMs?: number;
+  /** Holds every chunk from the client this long before passing it on (a slow way there). */
+  requestDelayMs?: number;
 }
 
 /** One HTTP request seen by the proxy. */
@@ -47,6 +49,11 @@ export interface CountingProxy {
   readonly requestLines: readonly string[];
   /** Response delay in ms; may be changed at any time (applies to chunks that arrive later). */
   delayMs: number;
+  /**
+   * Request delay in ms, the same way; a request held when its client goes away is dropped
+   * (never reaches the target).
+   */
+  requestDelayMs: number;
   /** Request lines (as sent) containing `match` (substring or RegExp), e.g. requests('index='). */
   requests(match?: string | RegExp): string[];
   /** Requests whose decoded request line contains `match` (or matches the RegExp). */
@@ -68,7 +75,7 @@ const test = (match: string | RegExp, text: string): boolean =>
  */
 export async function startCountingProxy(
   targetPort: number,
-  { targetHost = '127.0.0.1', delayMs = 0 }: CountingProxyOptions = {},
+  { targetHost = '127.0.0.1', delayMs = 0, requestDelayMs = 0 }: CountingProxyOptions = {},
 ): Promise<CountingProxy> {
   interface Pair {
     client: net.Socket;
@@ -156,24 +163,32 @@ export async function startCountingProxy(
         });
         pair.waitingFor = parsed[2];
       }
-      upstream.write(chunk);
+      send(() => upstream.write(chunk));
     });
-    client.on('end', () => upstream.end());
+    client.on('end', () => send(() => upstream.end()));
 
-    // Chunks keep their order: each is released no earlier than the one before it.
-    let releaseAt = 0;
-    const release = (fn: () => void): void => {
-      // After teardown nothing may arm a timer: it would outlive close().
-      if (closed) return;
-      const wait = proxy.delayMs;
-      if (wait <= 0 && timers.size === 0) return fn();
-      releaseAt = Math.max(Date.now() + wait, releaseAt);
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        if (!closed) fn();
-      }, releaseAt - Date.now());
-      timers.add(timer);
+    // Chunks keep their order in each direction: each is passed on no earlier than the one
+    // before it.
+    const delayed = (delay: () => number): ((fn: () => void) => void) => {
+      const held = new Set<NodeJS.Timeout>();
+      let releaseAt = 0;
+      return (fn) => {
+        // After teardown nothing may arm a timer: it would outlive close().
+        if (closed) return;
+        const wait = delay();
+        if (wait <= 0 && held.size === 0) return fn();
+        releaseAt = Math.max(Date.now() + wait, releaseAt);
+        const timer = setTimeout(() => {
+          timers.delete(timer);
+          held.delete(timer);
+          if (!closed) fn();
+        }, releaseAt - Date.now());
+        timers.add(timer);
+        held.add(timer);
+      };
     };
+    const send = delayed(() => proxy.requestDelayMs);
+    const release = delayed(() => proxy.delayMs);
     upstream.on('data', (chunk: Buffer) => {
       pair.waitingFor = undefined;
       release(() => client.write(chunk));
@@ -229,6 +244,7 @@ export async function startCountingProxy(
     log,
     requestLines,
     delayMs,
+    requestDelayMs,
     requests: (match) =>
       requestLines.filter((line) => (match === undefined ? true : test(match, line))),
     matching: (match) => log.filter((r) => test(match, r.decoded)),
