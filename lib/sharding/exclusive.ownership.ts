@@ -1,6 +1,6 @@
 import type { Logger } from '@nestjs/common';
 import type { Subscription } from 'rxjs';
-import type { LockEntry } from '../consul/consul.client.js';
+import type { LockAttempt, LockEntry } from '../consul/consul.client.js';
 import { LOCAL_DATACENTER } from '../consul/consul.client.js';
 import type { ConsulTransport } from '../consul/consul.transport.js';
 import { serviceCheckId } from '../consul/agent-definition.js';
@@ -303,17 +303,9 @@ export class ExclusiveOwnership implements Ownership {
     lock.request = request;
     this.track(
       (async () => {
+        let attempt: LockAttempt;
         try {
-          const attempt = await this.client.lock(this.key(partition), session, this.serviceId);
-          if (attempt.acquired) return this.granted(partition, lock, attempt);
-          this.move(lock, 'refused');
-          if (INVALID_SESSION.test(attempt.reason)) {
-            if (this.session === session) this.session = undefined;
-            this.retryIn(0);
-          } else {
-            // Held by another session (the prefix shows its release) or in lock-delay (it does not).
-            this.retryIn(this.config.lock.lockDelayMs);
-          }
+          attempt = await this.client.lock(this.key(partition), session, this.serviceId);
         } catch (error) {
           // The lock may have been granted all the same: the prefix shows it, and it is released.
           this.move(lock, 'refused');
@@ -322,7 +314,16 @@ export class ExclusiveOwnership implements Ownership {
               `Could not acquire partition ${partition}: ${(error as Error).message}`,
             );
           }
-          this.retryIn(SESSION_RETRY_MS);
+          return this.retryIn(SESSION_RETRY_MS);
+        }
+        if (attempt.acquired) return this.granted(partition, lock, attempt);
+        this.move(lock, 'refused');
+        if (INVALID_SESSION.test(attempt.reason)) {
+          if (this.session === session) this.session = undefined;
+          this.retryIn(0);
+        } else {
+          // Held by another session (the prefix shows its release) or in lock-delay (it does not).
+          this.retryIn(this.config.lock.lockDelayMs);
         }
       })(),
     );
