@@ -293,4 +293,78 @@ describe('ExclusiveOwnership: stalls and races', () => {
       [2, false],
     ]);
   });
+
+  it('a grant that comes back after the table moved the partition away is released, no run', async () => {
+    setup(2);
+    pass();
+    heldAnswers = [];
+    ownership.assign([0, 1]);
+    await tick(0);
+    ownership.assign([0]); // the table moves 1 away while its answer is on the wire
+    for (const answer of heldAnswers.splice(0)) answer();
+    heldAnswers = undefined;
+    await tick();
+    expect(ownership.owned()).toEqual([0]);
+    expect(runs.map((r) => r.p)).toEqual([0]);
+    expect(heldInConsul(2)).toEqual([0]);
+  });
+
+  it('a lock the prefix shows held by this session with nobody working it is released', async () => {
+    setup(2);
+    pass();
+    // The grant reaches Consul, its answer is lost on the way back; then the table moves the
+    // partition away, so nothing here asks for it again.
+    const lock = transport.lock.bind(transport);
+    jest.spyOn(transport, 'lock').mockImplementationOnce(async (key, session, value) => {
+      await lock(key, session, value);
+      throw new Error('socket hang up');
+    });
+    ownership.assign([1]);
+    await tick(0);
+    ownership.assign([]);
+    expect(heldInConsul(2)).toEqual([1]);
+    // The prefix's next answer (its blocking query's wait ends) shows it: released.
+    await tick(10 * 60_000);
+    expect(heldInConsul(2)).toEqual([]);
+    expect(runs).toEqual([]);
+  });
+
+  it('withdraw (deregisterSelf): owns() false at once, runs drained, locks released, nothing asked until restore', async () => {
+    setup(2);
+    ownership.assign([0, 1]);
+    pass();
+    await tick();
+    const withdrawn = ownership.withdraw();
+    expect(ownership.owned()).toEqual([]);
+    expect(heldInConsul(2)).toEqual([0, 1]); // the runs have not settled yet
+    for (const run of runs) run.settle();
+    await tick();
+    await withdrawn;
+    const keys = transport['locks'].entries('athomic/sharding/orders/');
+    expect(keys.map((k) => k.session)).toEqual([undefined, undefined]);
+    pass(); // a heartbeat still in flight does not bring it back
+    await tick(1_000);
+    expect(ownership.owned()).toEqual([]);
+    pass(); // registered again
+    ownership.restore();
+    await tick();
+    expect(ownership.owned()).toEqual([0, 1]);
+    expect([ownership.token(0), ownership.token(1)]).toEqual([2, 2]);
+  });
+
+  it('shutdown with acquisitions in flight releases what they were granted', async () => {
+    setup(2);
+    pass();
+    heldAnswers = [];
+    ownership.assign([0, 1]);
+    await tick(0);
+    const stopped = ownership.stop(Date.now() + 2_000);
+    for (const answer of heldAnswers.splice(0)) answer();
+    heldAnswers = undefined;
+    await tick(2_000);
+    await stopped;
+    expect(runs).toEqual([]);
+    const keys = transport['locks'].entries('athomic/sharding/orders/');
+    expect(keys.map((k) => k.session)).toEqual([undefined, undefined]);
+  });
 });

@@ -1,10 +1,11 @@
 import type { Logger } from '@nestjs/common';
 import type { Subscription } from 'rxjs';
-import type { LockEntry } from '../consul/consul.client.js';
+import type { LockAttempt, LockEntry } from '../consul/consul.client.js';
 import { LOCAL_DATACENTER } from '../consul/consul.client.js';
 import type { ConsulTransport } from '../consul/consul.transport.js';
 import { serviceCheckId } from '../consul/agent-definition.js';
 import type { TtlHealthCheckSettings } from '../protocol/health-check.rules.js';
+import { leaseMs } from '../protocol/lease.rules.js';
 import type { SelfRegistration } from '../registration/self-registration.js';
 import { abortableDelay } from '../resilience/abortable-delay.js';
 import { TokenBucket } from '../resilience/token-bucket.js';
@@ -12,7 +13,7 @@ import { withDeadline } from '../resilience/with-deadline.js';
 import type { DiscoverySettings, ShardingSettings } from '../settings/discovery.settings.js';
 import { followBlockingQuery } from '../watch/blocking-query.loop.js';
 import { Lease } from './lease.state.js';
-import { ascending, type Ownership, type OwnershipChanged } from './ownership.js';
+import { ascending, shutdownDrainMs, type Ownership, type OwnershipChanged } from './ownership.js';
 import {
   grantEvent,
   nextPartitionLockState,
@@ -92,8 +93,7 @@ export class ExclusiveOwnership implements Ownership {
     this.serviceId = settings.service.id!;
     this.keyPrefix = `${this.config.lock.prefix}/${settings.service.name!}/`;
     // Settings validation makes exclusive mode require the TTL check.
-    const ttlMs = (settings.healthCheck as TtlHealthCheckSettings).ttlMs;
-    this.lease = new Lease(ttlMs - Math.max(1_000, ttlMs / 10));
+    this.lease = new Lease(leaseMs((settings.healthCheck as TtlHealthCheckSettings).ttlMs));
     this.drainCut = new Promise((resolve) => (this.cutDrains = resolve));
   }
 
@@ -197,9 +197,7 @@ export class ExclusiveOwnership implements Ownership {
     clearTimeout(this.retryTimer);
     clearTimeout(this.lapseTimer);
     this.target.clear();
-    // Handlers get half of what remains; the rest is for releasing, destroying, deregistering.
-    const handlersMs = Math.min(this.config.drainTimeoutMs, (deadline - Date.now()) / 2);
-    const cut = setTimeout(this.cutDrains, Math.max(0, handlersMs));
+    const cut = setTimeout(this.cutDrains, shutdownDrainMs(this.config.drainTimeoutMs, deadline));
     cut.unref();
     this.stopRuns();
     await withDeadline(this.idle(), deadline - Date.now());
@@ -305,17 +303,9 @@ export class ExclusiveOwnership implements Ownership {
     lock.request = request;
     this.track(
       (async () => {
+        let attempt: LockAttempt;
         try {
-          const attempt = await this.client.lock(this.key(partition), session, this.serviceId);
-          if (attempt.acquired) return this.granted(partition, lock, attempt);
-          this.move(lock, 'refused');
-          if (INVALID_SESSION.test(attempt.reason)) {
-            if (this.session === session) this.session = undefined;
-            this.retryIn(0);
-          } else {
-            // Held by another session (the prefix shows its release) or in lock-delay (it does not).
-            this.retryIn(this.config.lock.lockDelayMs);
-          }
+          attempt = await this.client.lock(this.key(partition), session, this.serviceId);
         } catch (error) {
           // The lock may have been granted all the same: the prefix shows it, and it is released.
           this.move(lock, 'refused');
@@ -324,7 +314,16 @@ export class ExclusiveOwnership implements Ownership {
               `Could not acquire partition ${partition}: ${(error as Error).message}`,
             );
           }
-          this.retryIn(SESSION_RETRY_MS);
+          return this.retryIn(SESSION_RETRY_MS);
+        }
+        if (attempt.acquired) return this.granted(partition, lock, attempt);
+        this.move(lock, 'refused');
+        if (INVALID_SESSION.test(attempt.reason)) {
+          if (this.session === session) this.session = undefined;
+          this.retryIn(0);
+        } else {
+          // Held by another session (the prefix shows its release) or in lock-delay (it does not).
+          this.retryIn(this.config.lock.lockDelayMs);
         }
       })(),
     );

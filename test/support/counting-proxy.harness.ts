@@ -54,6 +54,12 @@ export interface CountingProxy {
    * (never reaches the target).
    */
   requestDelayMs: number;
+  /**
+   * Called with each request once it went upstream (the agent has it); may be set at any time.
+   * Runs in the test's process: a busy loop here stalls every app in it, with the request on
+   * the wire.
+   */
+  onRequest?: (request: ProxiedRequest) => void;
   /** Request lines (as sent) containing `match` (substring or RegExp), e.g. requests('index='). */
   requests(match?: string | RegExp): string[];
   /** Requests whose decoded request line contains `match` (or matches the RegExp). */
@@ -120,6 +126,7 @@ export async function startCountingProxy(
     let buffered = Buffer.alloc(0);
     let bodyLeft = 0;
     client.on('data', (chunk: Buffer) => {
+      const seen = log.length;
       buffered = Buffer.concat([buffered, chunk]);
       for (;;) {
         if (bodyLeft > 0) {
@@ -163,7 +170,11 @@ export async function startCountingProxy(
         });
         pair.waitingFor = parsed[2];
       }
-      send(() => upstream.write(chunk));
+      const requests = log.slice(seen);
+      send(() => {
+        upstream.write(chunk);
+        for (const request of requests) proxy.onRequest?.(request);
+      });
     });
     client.on('end', () => send(() => upstream.end()));
 
