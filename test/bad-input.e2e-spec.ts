@@ -206,6 +206,17 @@ describe('bad input: settings and arguments are rejected before any I/O', () => 
         'healthCheck.deregisterCriticalServiceAfter',
       ],
       ['watch.waitTime 0s', withRoot({ watch: { waitTime: '0s' } }), 'watch.waitTime'],
+      ['watch.waitTime 600h', withRoot({ watch: { waitTime: '600h' } }), 'watch.waitTime'],
+      [
+        'maxSockets 150 + maxLongPolls 150',
+        () => ({
+          ...base(),
+          consul: { ...base().consul, maxSockets: 150 },
+          watch: { maxLongPolls: 150 },
+        }),
+        'watch.maxLongPolls',
+      ],
+      ['consul.token "t\\n"', withConsul({ token: 'secret-token\n' }), 'consul.token'],
       // tags that are not strings
       ['tags [5]', withService({ tags: [5] }), 'service.tags'],
       ['tags [null]', withService({ tags: [null] }), 'service.tags'],

@@ -83,3 +83,19 @@ export const leaseTooShortMessage = (): string =>
 
 export const leaseRatioMessage = (ttl: string, maxRatio: number, leaseMs: number): string =>
   `heartbeat.intervalRatio must be at most ${maxRatio} with sharding.mode 'exclusive' and healthCheck.ttl ${ttl}: the lease (ttl − max(1s, ttl/10) = ${leaseMs} ms) must cover two heartbeats`;
+
+export const connectionBudgetMessage = (
+  maxSockets: number,
+  maxLongPolls: number,
+  cap: number,
+): string =>
+  `consul.maxSockets + watch.maxLongPolls + 2 (the change feed) must not be greater than ${cap}, the agent's connections per client IP (limits.http_max_conns_per_client): ${maxSockets} + ${maxLongPolls} + 2 = ${maxSockets + maxLongPolls + 2}`;
+
+export const longPollRoomMessage = (maxSockets: number, cap: number): string =>
+  `watch.maxLongPolls must be at most ${cap - 2 - maxSockets} with consul.maxSockets ${maxSockets} (the agent's ${cap} connections per client IP)`;
+
+export const tokenHeaderMessage = (): string =>
+  'consul.token must be a valid HTTP header value (no line breaks or control characters, latin1 only)';
+
+export const waitTimeCapMessage = (capMs: number): string =>
+  `watch.waitTime must not be greater than ${capMs / 60_000}m (Consul caps a blocking query's wait there)`;

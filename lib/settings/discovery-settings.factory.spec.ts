@@ -249,6 +249,25 @@ describe('createDiscoverySettings', () => {
     ['intervalRatio 1', { ...valid(), heartbeat: { intervalRatio: 1 } }, 'heartbeat.intervalRatio'],
     ['bad consistency', { ...valid(), watch: { consistency: 'eventual' } }, 'watch.consistency'],
     ['bad waitTime', { ...valid(), watch: { waitTime: '5 minutes' } }, 'watch.waitTime'],
+    // Consul caps a blocking query's wait at 10 minutes; 600h would overflow Node's timer.
+    ['waitTime 600h', { ...valid(), watch: { waitTime: '600h' } }, 'watch.waitTime'],
+    ['waitTime 11m', { ...valid(), watch: { waitTime: '11m' } }, 'watch.waitTime'],
+    ['waitTime 600001ms', { ...valid(), watch: { waitTime: '600001ms' } }, 'watch.waitTime'],
+    // The agent's 200 connections per client: maxSockets + maxLongPolls + the feed's 2.
+    [
+      'maxSockets 150 + maxLongPolls 150',
+      { ...valid(), consul: { maxSockets: 150 }, watch: { maxLongPolls: 150 } },
+      'consul.maxSockets',
+    ],
+    [
+      'maxSockets 100 + maxLongPolls 99 (201)',
+      { ...valid(), consul: { maxSockets: 100 }, watch: { maxLongPolls: 99 } },
+      'watch.maxLongPolls',
+    ],
+    // Not a valid HTTP header value: every request would fail as "unreachable".
+    ['token with a trailing newline', { ...valid(), consul: { token: 'abc\n' } }, 'consul.token'],
+    ['token with a NUL', { ...valid(), consul: { token: 'a\u0000b' } }, 'consul.token'],
+    ['token with a non-latin1 char', { ...valid(), consul: { token: 'tök€n' } }, 'consul.token'],
     [
       'rate limit 0',
       { ...valid(), watch: { rateLimit: { perSecond: 0 } } },
@@ -424,6 +443,34 @@ describe('createDiscoverySettings', () => {
       expect.arrayContaining(['service.name', 'service.port', 'consul.timeoutMs']),
     );
     expect(error.message).toContain('service.port must not be greater than 65535');
+  });
+
+  it('takes the settings at their edges: waitTime 10m, maxSockets + maxLongPolls + 2 = 200, a token with inner spaces', () => {
+    const s = createDiscoverySettings(
+      valid({
+        consul: { maxSockets: 100, token: 'a b\tc' },
+        watch: { waitTime: '10m', maxLongPolls: 98 },
+      }),
+      {},
+    );
+    expect(s.watch.waitMs).toBe(600_000);
+    expect(s.consul.maxSockets + s.watch.maxLongPolls + 2).toBe(200);
+  });
+
+  it("names both paths when maxSockets + maxLongPolls + 2 pass the agent's 200", () => {
+    const error = violationOf(valid({ consul: { maxSockets: 150 }, watch: { maxLongPolls: 150 } }));
+    expect(error.paths).toEqual(
+      expect.arrayContaining(['consul.maxSockets', 'watch.maxLongPolls']),
+    );
+    expect(error.message).toContain('consul.maxSockets + watch.maxLongPolls + 2');
+    expect(error.message).toContain('302');
+  });
+
+  it('never prints a token that is not a valid header value', () => {
+    const token = 'super-secret-token-value\n';
+    const error = violationOf({ ...valid(), consul: { token } });
+    expect(error.paths).toContain('consul.token');
+    expect(error.message).not.toContain(token.trim());
   });
 
   it('never puts the token in a message', () => {

@@ -11,9 +11,13 @@ import {
 } from '../protocol/input.reader.js';
 import { MAX_META_PAIRS } from '../protocol/field.rules.js';
 import {
+  connectionBudgetMessage,
   leaseRatioMessage,
   leaseTooShortMessage,
+  longPollRoomMessage,
   reservedShardMetaMessage,
+  tokenHeaderMessage,
+  waitTimeCapMessage,
 } from '../errors/error-messages.js';
 import { heartbeatMs, leaseMs, maxLeaseRatio } from '../protocol/lease.rules.js';
 import type { DiscoveryModuleOptions } from './discovery-module-options.interface.js';
@@ -23,6 +27,13 @@ import {
   defaultServiceId,
 } from './discovery-settings.defaults.js';
 import { DiscoverySettings, PEM_PATTERN, SHARD_META_KEYS } from './discovery.settings.js';
+
+/** The agent's `limits.http_max_conns_per_client` default (docs/CONSUL.md). */
+export const AGENT_CONNECTIONS_PER_CLIENT = 200;
+/** Consul caps a blocking query's `wait` at 10 minutes (docs/CONSUL.md). */
+export const MAX_WAIT_MS = 600_000;
+/** What Node accepts in a header value (its `checkInvalidHeaderChar`): tab, visible latin1. */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
  * Merges options over the defaults (Consul's env conventions included), validates everything and
@@ -84,6 +95,7 @@ function checkCrossFieldRules(settings: DiscoverySettings, out: ViolationCollect
   if ((consul.cert === undefined) !== (consul.key === undefined)) {
     out.add('consul.cert', 'consul.cert and consul.key must be given together');
   }
+  checkEdges(settings, out);
   checkShardingRules(settings, out);
   const { outlier } = settings.http;
   if (
@@ -95,6 +107,32 @@ function checkCrossFieldRules(settings: DiscoverySettings, out: ViolationCollect
       'http.outlier.maxEjectionMs',
       'http.outlier.maxEjectionMs must not be smaller than http.outlier.baseEjectionMs',
     );
+  }
+}
+
+/** Values each valid alone that Consul or Node would still refuse or mishandle. */
+function checkEdges(settings: DiscoverySettings, out: ViolationCollector): void {
+  const { consul, watch } = settings;
+  // Never echo the token: a message says what is wrong, not what was given.
+  if (typeof consul.token === 'string' && !HEADER_VALUE.test(consul.token)) {
+    out.add('consul.token', tokenHeaderMessage());
+  }
+  const waitMs = parseDuration(watch.waitTime);
+  if (waitMs !== undefined && waitMs > MAX_WAIT_MS) {
+    out.add('watch.waitTime', waitTimeCapMessage(MAX_WAIT_MS));
+  }
+  const { maxSockets } = consul;
+  const { maxLongPolls } = watch;
+  if (
+    Number.isInteger(maxSockets) &&
+    Number.isInteger(maxLongPolls) &&
+    maxSockets + maxLongPolls + 2 > AGENT_CONNECTIONS_PER_CLIENT
+  ) {
+    out.add(
+      'consul.maxSockets',
+      connectionBudgetMessage(maxSockets, maxLongPolls, AGENT_CONNECTIONS_PER_CLIENT),
+    );
+    out.add('watch.maxLongPolls', longPollRoomMessage(maxSockets, AGENT_CONNECTIONS_PER_CLIENT));
   }
 }
 

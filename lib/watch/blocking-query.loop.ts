@@ -14,6 +14,11 @@ export interface BlockingQueryLoop<T> {
   /** Rate limit on wake-ups. */
   bucket: TokenBucket;
   backoff: BackoffPolicy;
+  /**
+   * Asked before each read: `false` ends the loop instead of sending another long-poll (the one
+   * just answered was left to end by itself).
+   */
+  rearm?(): boolean;
   read(index: number): Promise<IndexedResult<T>>;
   onAnswer(value: T): void;
   /** Called for each failure; `false` ends the loop. */
@@ -21,14 +26,15 @@ export interface BlockingQueryLoop<T> {
 }
 
 /**
- * Follows one blocking query until `signal` aborts: rate-limited wake-ups, Consul's index rules,
- * exponential backoff with jitter on errors.
+ * Follows one blocking query until `signal` aborts or `rearm()` says no more: rate-limited
+ * wake-ups, Consul's index rules, exponential backoff with jitter on errors.
  */
 export async function followBlockingQuery<T>(loop: BlockingQueryLoop<T>): Promise<void> {
   let index = 0;
   let failures = 0;
   while (!loop.signal.aborted) {
     if (!(await loop.bucket.take(loop.signal))) return;
+    if (loop.rearm && !loop.rearm()) return;
     try {
       const result = await loop.read(index);
       index = nextIndex(index, result.index);

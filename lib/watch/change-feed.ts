@@ -6,22 +6,32 @@ import { TokenBucket } from '../resilience/token-bucket.js';
 import { followBlockingQuery } from './blocking-query.loop.js';
 import type { ServiceWatch, ServiceWatchOptions } from './service-watch.js';
 
-type Fingerprints = Map<string, string>;
+/** One feed's answer: a fingerprint per lower-cased service name, and Consul's index. */
+interface Fingerprints {
+  index: number;
+  byName: Map<string, string>;
+}
+type FeedName = 'health.state' | 'catalog.services';
 const FEED_COUNT = 2;
 type FeedRead = (index: number, signal: AbortSignal) => Promise<IndexedResult<Fingerprints>>;
 
 /**
  * The shared change feed for names beyond `watch.maxLongPolls`: two blocking queries
  * (`/v1/health/state/any` and `/v1/catalog/services`) per datacenter, however many names. Only
- * the watches whose name shows a change are re-read.
+ * the watches whose name shows a change are re-read; names compare case-insensitively, as Consul
+ * matches them. A registration changed in place (same id, new address, port or meta) moves the
+ * catalog's index without changing any name's tags: every name is re-read then (docs/CONSUL.md).
+ * With no watch left the polls are not aborted but not sent again; a watch added meanwhile
+ * reuses them.
  */
 export class ChangeFeed {
   private readonly logger = new Logger(ChangeFeed.name);
   private readonly watches = new Set<ServiceWatch>();
   private readonly abort = new AbortController();
-  private done: Promise<unknown> = Promise.resolve();
+  /** The loops running, by feed. */
+  private readonly running = new Map<FeedName, Promise<void>>();
   /** The feeds that have answered since they (re)started. */
-  private readonly baselined = new Set<string>();
+  private readonly baselined = new Set<FeedName>();
 
   constructor(
     private readonly client: ConsulTransport,
@@ -35,12 +45,8 @@ export class ChangeFeed {
 
   add(watch: ServiceWatch): void {
     this.watches.add(watch);
-    if (this.watches.size === 1) {
-      this.done = Promise.all([
-        this.follow('health.state', (index, signal) => this.readChecks(index, signal)),
-        this.follow('catalog.services', (index, signal) => this.readNames(index, signal)),
-      ]);
-    }
+    this.start('health.state', (index, signal) => this.readChecks(index, signal));
+    this.start('catalog.services', (index, signal) => this.readNames(index, signal));
     // Before the feed has its baseline, its first answers read every name anyway.
     if (this.baselined.size === FEED_COUNT) void watch.refresh();
   }
@@ -51,19 +57,32 @@ export class ChangeFeed {
 
   stop(): Promise<unknown> {
     this.abort.abort();
-    return this.done;
+    return Promise.all(this.running.values());
   }
 
-  private follow(what: string, read: FeedRead): Promise<void> {
+  private start(what: FeedName, read: FeedRead): void {
+    if (this.running.has(what) || this.abort.signal.aborted) return;
+    const loop = this.follow(what, read);
+    this.running.set(what, loop);
+  }
+
+  private follow(what: FeedName, read: FeedRead): Promise<void> {
     const signal = this.abort.signal;
     let previous: Fingerprints | undefined;
     return followBlockingQuery({
       signal,
       bucket: new TokenBucket(this.options.rateLimit.perSecond, this.options.rateLimit.burst),
       backoff: this.options.backoff,
+      // Decided synchronously, so a watch added right after restarts the loop.
+      rearm: () => {
+        if (this.watches.size > 0) return true;
+        this.running.delete(what);
+        this.baselined.delete(what);
+        return false;
+      },
       read: (index) => read(index, signal),
       onAnswer: (current) => {
-        if (previous) this.refreshChanged(previous, current);
+        if (previous) this.refreshChanged(what, previous, current);
         else this.baseline(what);
         previous = current;
       },
@@ -82,20 +101,27 @@ export class ChangeFeed {
    * Once both feeds have answered (at start, or again after a failure) nothing can be compared
    * yet: every name is read once, after the feeds' answers, so no change falls in between.
    */
-  private baseline(what: string): void {
+  private baseline(what: FeedName): void {
     this.baselined.add(what);
     if (this.baselined.size === FEED_COUNT) {
       for (const watch of this.watches) void watch.refresh();
     }
   }
 
-  private refreshChanged(previous: Fingerprints, current: Fingerprints): void {
-    const nodeChecksChanged = previous.get('') !== current.get('');
+  private refreshChanged(what: FeedName, previous: Fingerprints, current: Fingerprints): void {
+    const changed = (name: string): boolean =>
+      previous.byName.get(name) !== current.byName.get(name);
+    // Node checks (service name '') affect every service on the node; a catalog index that moved
+    // with no name's tags changed is a registration changed in place, of a name we cannot tell.
+    const all =
+      (what === 'health.state' && changed('')) ||
+      (what === 'catalog.services' &&
+        current.index !== previous.index &&
+        [...new Set([...previous.byName.keys(), ...current.byName.keys()])].every(
+          (n) => !changed(n),
+        ));
     for (const watch of this.watches) {
-      // Node checks (service name '') affect every service on the node.
-      if (nodeChecksChanged || previous.get(watch.name) !== current.get(watch.name)) {
-        void watch.refresh();
-      }
+      if (all || changed(watch.name.toLowerCase())) void watch.refresh();
     }
   }
 
@@ -104,15 +130,16 @@ export class ChangeFeed {
     signal: AbortSignal,
   ): Promise<IndexedResult<Fingerprints>> {
     const result = await this.client.watchCheckStates(this.readOptions(index, signal));
-    const byName = new Map<string, string[]>();
+    const lists = new Map<string, string[]>();
     for (const check of result.value) {
-      const list = byName.get(check.ServiceName) ?? [];
+      const name = check.ServiceName.toLowerCase();
+      const list = lists.get(name) ?? [];
       list.push(checkFingerprint(check));
-      byName.set(check.ServiceName, list);
+      lists.set(name, list);
     }
-    const value: Fingerprints = new Map();
-    for (const [name, list] of byName) value.set(name, list.sort().join('|'));
-    return { value, index: result.index };
+    const byName = new Map<string, string>();
+    for (const [name, list] of lists) byName.set(name, list.sort().join('|'));
+    return { value: { index: result.index, byName }, index: result.index };
   }
 
   private async readNames(
@@ -120,10 +147,14 @@ export class ChangeFeed {
     signal: AbortSignal,
   ): Promise<IndexedResult<Fingerprints>> {
     const result = await this.client.watchServiceNames(this.readOptions(index, signal));
-    const value: Fingerprints = new Map(
-      Object.entries(result.value).map(([name, tags]) => [name, JSON.stringify(tags ?? [])]),
-    );
-    return { value, index: result.index };
+    const byName = new Map<string, string>();
+    for (const [name, tags] of Object.entries(result.value)) {
+      const key = name.toLowerCase();
+      const seen = byName.get(key);
+      const fingerprint = JSON.stringify(tags ?? []);
+      byName.set(key, seen === undefined ? fingerprint : `${seen}|${fingerprint}`);
+    }
+    return { value: { index: result.index, byName }, index: result.index };
   }
 
   private readOptions(index: number, signal: AbortSignal): BlockingReadOptions {

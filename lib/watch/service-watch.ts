@@ -3,7 +3,8 @@ import { concat, defer, Observable, of, Subject } from 'rxjs';
 import type { BlockingReadOptions } from '../consul/consul.client.js';
 import type { ConsulTransport } from '../consul/consul.transport.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
-import type { BackoffPolicy } from '../resilience/backoff.js';
+import { abortableDelay } from '../resilience/abortable-delay.js';
+import { backoffDelay, type BackoffPolicy } from '../resilience/backoff.js';
 import { TokenBucket } from '../resilience/token-bucket.js';
 import type { WatchConsistency } from '../settings/discovery.settings.js';
 import { followBlockingQuery } from './blocking-query.loop.js';
@@ -23,6 +24,13 @@ export interface Freshness {
 }
 
 /**
+ * `live`: subscribed. `idle`: no subscriber left, its long-poll is left to end by itself (an
+ * aborted one would stay held by a 1.8 agent until its wait ends: docs/CONSUL.md) and a returning
+ * subscriber makes it `live` again. `ended`: its loop returned or it was stopped; never reused.
+ */
+type WatchLife = 'live' | 'idle' | 'ended';
+
+/**
  * The live, in-memory passing set of one name + query. In `poll` mode it keeps one blocking query
  * open; in `feed` mode (beyond `watch.maxLongPolls`) it is refreshed by the shared change feed.
  */
@@ -37,7 +45,9 @@ export class ServiceWatch {
   private lastFailure?: unknown;
   private refreshing?: Promise<void>;
   private refreshAgain = false;
-  subscribers = 0;
+  private subscribers = 0;
+  private life: WatchLife = 'live';
+  private onEnded?: () => void;
   done: Promise<void> = Promise.resolve();
 
   constructor(
@@ -49,9 +59,26 @@ export class ServiceWatch {
     this.bucket = new TokenBucket(options.rateLimit.perSecond, options.rateLimit.burst);
   }
 
-  /** Starts this watch's own long-poll loop. */
-  startPolling(): void {
+  /** Starts this watch's own long-poll loop; `onEnded` runs (synchronously) once it is over. */
+  startPolling(onEnded: () => void): void {
+    this.onEnded = onEnded;
     this.done = this.pollLoop();
+  }
+
+  /** One more subscriber; an idle watch is live again (its long-poll goes on). */
+  retain(): void {
+    this.subscribers++;
+    if (this.life === 'idle') this.life = 'live';
+  }
+
+  /** One subscriber less; `true` when it was the last. */
+  drop(): boolean {
+    return --this.subscribers === 0;
+  }
+
+  /** No subscriber left: the long-poll in flight is not aborted, only not sent again. */
+  idle(): void {
+    if (this.life === 'live') this.life = 'idle';
   }
 
   /** The current set at once (when known), then every real change. Never errors. */
@@ -71,29 +98,40 @@ export class ServiceWatch {
     return this.abort.signal;
   }
 
-  /** One non-blocking read (feed mode); coalesces calls made while one is running. */
+  /**
+   * One non-blocking read (feed mode); coalesces calls made while one is running. A failed read
+   * is retried with the watch's backoff until one succeeds (stale meanwhile) or the watch stops.
+   */
   refresh(): Promise<void> {
     if (this.refreshing) {
       this.refreshAgain = true;
       return this.refreshing;
     }
-    this.refreshing = (async () => {
-      do {
-        this.refreshAgain = false;
-        if (!(await this.bucket.take(this.signal))) return;
-        try {
-          const result = await this.client.watchHealthyInstances(
-            this.name,
-            this.readOptions(0, false),
-          );
-          this.publish(result.value);
-        } catch (error) {
-          this.markStale(error);
-        }
-      } while (this.refreshAgain && !this.signal.aborted);
-    })().finally(() => (this.refreshing = undefined));
+    this.refreshing = this.refreshUntilRead().finally(() => (this.refreshing = undefined));
     this.done = this.refreshing;
     return this.refreshing;
+  }
+
+  private async refreshUntilRead(): Promise<void> {
+    let failures = 0;
+    do {
+      this.refreshAgain = false;
+      if (!(await this.bucket.take(this.signal))) return;
+      try {
+        const result = await this.client.watchHealthyInstances(
+          this.name,
+          this.readOptions(0, false),
+        );
+        failures = 0;
+        this.publish(result.value);
+      } catch (error) {
+        if (this.signal.aborted || this.client.closed) return;
+        this.markStale(error);
+        this.refreshAgain = true;
+        const delay = backoffDelay(failures++, this.options.backoff);
+        if (!(await abortableDelay(delay, this.signal))) return;
+      }
+    } while (this.refreshAgain && !this.signal.aborted);
   }
 
   /** Why the last refresh failed, while the set is stale or not known yet. */
@@ -110,10 +148,18 @@ export class ServiceWatch {
     this.stale = true;
   }
 
+  /** Aborts whatever is in flight (shutdown, or a feed-mode watch's last unsubscribe). */
   stop(): Promise<void> {
     this.abort.abort();
-    this.changes.complete();
+    this.end();
     return this.done;
+  }
+
+  private end(): void {
+    if (this.life === 'ended') return;
+    this.life = 'ended';
+    this.changes.complete();
+    this.onEnded?.();
   }
 
   private pollLoop(): Promise<void> {
@@ -121,6 +167,11 @@ export class ServiceWatch {
       signal: this.signal,
       bucket: this.bucket,
       backoff: this.options.backoff,
+      rearm: () => {
+        if (this.life === 'live') return true;
+        this.end();
+        return false;
+      },
       read: (index) => this.client.watchHealthyInstances(this.name, this.readOptions(index, true)),
       onAnswer: (instances) => this.publish(instances),
       onError: (error) => {

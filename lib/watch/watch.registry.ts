@@ -10,11 +10,18 @@ import { datacenterKey, watchKey } from './watch-key.js';
 
 /**
  * Every live watch, shared by name + query. The first `watch.maxLongPolls` get a long-poll each;
- * names beyond share one change feed per datacenter, so connections stay bounded.
+ * names beyond share one change feed per datacenter, so connections stay bounded. A long-poll
+ * whose last subscriber left is not aborted (a 1.8 agent would hold it until its wait ends:
+ * docs/CONSUL.md) but left to end by itself, still taking its slot, and reused by a subscriber
+ * that comes back meanwhile; only `closeAll()` aborts.
  */
 @Injectable()
 export class WatchRegistry {
+  /** Watches with subscribers. */
   private readonly watches = new Map<string, ServiceWatch>();
+  /** Long-polls whose last subscriber left, until they end. */
+  private readonly idle = new Map<string, ServiceWatch>();
+  /** Long-polls open or idle: the slots of `watch.maxLongPolls`. */
   private readonly polling = new Set<ServiceWatch>();
   private readonly feeds = new Map<string, ChangeFeed>();
   private readonly options: ServiceWatchOptions;
@@ -36,38 +43,37 @@ export class WatchRegistry {
     };
   }
 
-  /** Adds a subscriber to the watch of name + query, starting it when it is the first. */
+  /** Adds a subscriber to the watch of name + query: a live one, an idle one, or a new one. */
   acquire(name: string, query: DiscoveryQuery = {}): ServiceWatch {
     const key = watchKey(name, query);
-    let watch = this.watches.get(key);
+    let watch = this.watches.get(key) ?? this.idle.get(key);
     if (!watch) {
       watch = new ServiceWatch(name, { ...query }, this.client, this.options);
-      this.watches.set(key, watch);
       if (this.polling.size < this.maxLongPolls) {
-        this.polling.add(watch);
-        watch.startPolling();
+        const polled = watch;
+        this.polling.add(polled);
+        polled.startPolling(() => this.ended(key, polled));
       } else {
         this.feedFor(query.datacenter).add(watch);
       }
     }
-    watch.subscribers++;
+    this.idle.delete(key);
+    this.watches.set(key, watch);
+    watch.retain();
     return watch;
   }
 
-  /** Drops a subscriber; the last one stops the watch (and its long-poll). */
+  /** Drops a subscriber; after the last one a long-poll idles, a feed-served watch stops. */
   release(watch: ServiceWatch): void {
-    if (--watch.subscribers > 0) return;
-    this.watches.delete(watchKey(watch.name, watch.query));
-    this.polling.delete(watch);
-    const dc = datacenterKey(watch.query.datacenter);
-    const feed = this.feeds.get(dc);
-    if (feed) {
-      feed.remove(watch);
-      if (feed.size === 0) {
-        this.feeds.delete(dc);
-        void feed.stop();
-      }
+    if (!watch.drop()) return;
+    const key = watchKey(watch.name, watch.query);
+    this.watches.delete(key);
+    if (this.polling.has(watch)) {
+      this.idle.set(key, watch);
+      watch.idle();
+      return;
     }
+    this.feeds.get(datacenterKey(watch.query.datacenter))?.remove(watch);
     void watch.stop();
   }
 
@@ -77,14 +83,23 @@ export class WatchRegistry {
 
   /** Ends every watch and feed; resolves when their loops have returned. */
   async closeAll(): Promise<void> {
-    const stopping: Promise<unknown>[] = [...this.watches.values()].map((w) => w.stop());
+    const all = [...this.watches.values(), ...this.idle.values()];
+    const stopping: Promise<unknown>[] = all.map((w) => w.stop());
     stopping.push(...[...this.feeds.values()].map((f) => f.stop()));
     this.watches.clear();
+    this.idle.clear();
     this.polling.clear();
     this.feeds.clear();
     await Promise.allSettled(stopping);
   }
 
+  /** A long-poll's loop is over (idle and answered, or stopped): its slot is free. */
+  private ended(key: string, watch: ServiceWatch): void {
+    this.polling.delete(watch);
+    if (this.idle.get(key) === watch) this.idle.delete(key);
+  }
+
+  /** One feed per datacenter, kept once made: an empty one ends its polls by itself. */
   private feedFor(datacenter: string | undefined): ChangeFeed {
     const dc = datacenterKey(datacenter);
     let feed = this.feeds.get(dc);

@@ -38,6 +38,15 @@ export interface CountingProxy {
   readonly totalConnections: number;
   /** Most client connections open at once since start or the last resetPeak(). */
   readonly peakConnections: number;
+  /**
+   * Long-polls whose client closed before the answer: the agent holds them until their `wait`
+   * ends (docs/CONSUL.md), so the proxy keeps their upstream open until the agent answers.
+   */
+  readonly abandonedConnections: number;
+  /** What the agent holds for this client: open + abandoned connections. */
+  readonly heldConnections: number;
+  /** Most connections held at once since start or the last resetPeak(). */
+  readonly peakHeldConnections: number;
   resetPeak(): void;
   /** Requests sent upstream whose answer has not started yet. */
   readonly inFlight: number;
@@ -91,10 +100,17 @@ export async function startCountingProxy(
     teardown(): void;
   }
   const pairs = new Set<Pair>();
+  /** Client gone mid long-poll; upstream open until the agent answers. */
+  const abandoned = new Set<Pair>();
   const log: ProxiedRequest[] = [];
   const requestLines: string[] = [];
   let total = 0;
   let peak = 0;
+  let peakHeld = 0;
+  const notePeaks = (): void => {
+    peak = Math.max(peak, pairs.size);
+    peakHeld = Math.max(peakHeld, pairs.size + abandoned.size);
+  };
 
   const server = net.createServer((client) => {
     total += 1;
@@ -116,10 +132,11 @@ export async function startCountingProxy(
         client.destroy();
         upstream.destroy();
         pairs.delete(pair);
+        abandoned.delete(pair);
       },
     };
     pairs.add(pair);
-    peak = Math.max(peak, pairs.size);
+    notePeaks();
 
     // Parses requests (head, then Content-Length bytes of body) so that a request following a
     // body without a trailing newline on a kept-alive socket is still seen.
@@ -202,6 +219,7 @@ export async function startCountingProxy(
     const release = delayed(() => proxy.delayMs);
     upstream.on('data', (chunk: Buffer) => {
       pair.waitingFor = undefined;
+      if (abandoned.has(pair)) return pair.teardown();
       release(() => client.write(chunk));
     });
     upstream.on('end', () => release(() => client.end()));
@@ -211,8 +229,18 @@ export async function startCountingProxy(
       if (!closed) client.resetAndDestroy();
       pair.teardown();
     });
-    client.on('close', pair.teardown);
-    client.on('error', pair.teardown);
+    // A client leaving mid long-poll abandons it: the agent keeps it until its wait ends.
+    const clientGone = (): void => {
+      if (closed || abandoned.has(pair)) return;
+      if (!/[?&]index=/.test(pair.waitingFor ?? '')) return pair.teardown();
+      pairs.delete(pair);
+      abandoned.add(pair);
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      client.destroy();
+    };
+    client.on('close', clientGone);
+    client.on('error', clientGone);
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -222,7 +250,7 @@ export async function startCountingProxy(
   const { port } = server.address() as net.AddressInfo;
 
   const resetConnections = (): void => {
-    for (const { client, teardown } of [...pairs]) {
+    for (const { client, teardown } of [...pairs, ...abandoned]) {
       client.resetAndDestroy();
       teardown();
     }
@@ -243,8 +271,18 @@ export async function startCountingProxy(
     get peakConnections() {
       return peak;
     },
+    get abandonedConnections() {
+      return abandoned.size;
+    },
+    get heldConnections() {
+      return pairs.size + abandoned.size;
+    },
+    get peakHeldConnections() {
+      return peakHeld;
+    },
     resetPeak: () => {
       peak = pairs.size;
+      peakHeld = pairs.size + abandoned.size;
     },
     get inFlight() {
       return waiting().length;
@@ -263,7 +301,7 @@ export async function startCountingProxy(
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        for (const { teardown } of [...pairs]) teardown();
+        for (const { teardown } of [...pairs, ...abandoned]) teardown();
       }),
   };
   return proxy;
