@@ -6,6 +6,7 @@ import {
   type OnApplicationShutdown,
 } from '@nestjs/common';
 import { map, Observable } from 'rxjs';
+import type { LocalCheck } from './consul/consul.client.js';
 import type { ConsulTransport } from './consul/consul.transport.js';
 import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from './discovery.constants.js';
 import type {
@@ -116,15 +117,20 @@ export class DiscoveryService
    */
   async status(): Promise<DiscoveryStatus> {
     let held: boolean | undefined;
+    let checks: LocalCheck[] | undefined;
     let agent: DiscoveryStatus['agent'] = { ok: true };
+    const serviceId = this.registration.serviceId;
     try {
       // The agent's local services: the ping and the answer to "held?" in one read (with no
-      // service configured, any id does for the ping).
-      held = await this.client.hasLocalService(this.registration.serviceId ?? '');
+      // service configured, any id does for the ping); its checks: Consul's view of self.
+      [held, checks] = await Promise.all([
+        this.client.hasLocalService(serviceId ?? ''),
+        serviceId === undefined ? undefined : this.client.localChecks(),
+      ]);
     } catch (error) {
       agent = { ok: false, error: error instanceof Error ? error.message : String(error) };
     }
-    const self = this.registration.status(held);
+    const self = this.registration.status(held, checks);
     return self ? { agent, self } : { agent };
   }
 

@@ -33,6 +33,7 @@ async function consulDriver(): Promise<ConformanceDriver> {
   return {
     node: self.Config.NodeName,
     datacenter: self.Config.Datacenter,
+    localDatacenter: self.Config.Datacenter,
     start({ self: own, sharding }) {
       const options: DiscoveryModuleOptions = {
         consul: { host: '127.0.0.1', port: agent.httpPort },

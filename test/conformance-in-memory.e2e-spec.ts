@@ -30,6 +30,7 @@ function inMemoryDriver(): ConformanceDriver {
 
   return {
     node: 'in-memory',
+    localDatacenter: 'dc1',
     async start(options) {
       app = await apps.start(options);
       return app;

@@ -263,6 +263,51 @@ describe('DiscoveryHealthIndicator (@nestjs/terminus) in an HTTP app', () => {
     await expectPassingInCatalog(name, http.serviceId);
   });
 
+  it("self in maintenance mode is Consul's critical: 503 naming it, 200 once maintenance ends", async () => {
+    const name = 'health-maint';
+    const http = await startHttpApp(name, () => ({}));
+    expect((await http.get()).status).toBe(200);
+    const maintenance = (enable: boolean) =>
+      agent
+        .api()
+        .request(
+          'PUT',
+          `/v1/agent/service/maintenance/${http.serviceId}?enable=${enable}&reason=upgrade`,
+        );
+    await maintenance(true);
+    // Consul's own view: out of ?passing while the heartbeat keeps passing its TTL check.
+    await waitFor(async () => (await agent.api().passingIds(name)).length === 0, {
+      timeoutMs: 3_000,
+      message: 'maintenance mode takes the instance out of ?passing',
+    });
+    const down = await http.get();
+    expect(down.status).toBe(503);
+    expect(down.body.details.discovery).toMatchObject({ self: { passing: false } });
+    expect(down.body.details.discovery.reasons?.join()).toContain('critical');
+
+    await maintenance(false);
+    await waitFor(async () => (await http.get()).status === 200, {
+      timeoutMs: 3_000,
+      message: 'up again once maintenance ends',
+    });
+  });
+
+  it('enabled: false → up with { enabled: false }, without asking the agent', async () => {
+    const proxy = await startCountingProxy(agent.httpPort);
+    try {
+      const http = await startHttpApp('health-off', () => ({
+        enabled: false,
+        consul: { host: '127.0.0.1', port: proxy.port, timeoutMs: 1_000 },
+      }));
+      const res = await http.get();
+      expect(res.status).toBe(200);
+      expect(res.body.details.discovery).toEqual({ status: 'up', enabled: false });
+      expect(proxy.requestLines).toEqual([]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('bad arguments: a DiscoverySettingsError naming each field, no request sent', async () => {
     const proxy = await startCountingProxy(agent.httpPort);
     try {

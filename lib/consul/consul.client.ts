@@ -63,6 +63,14 @@ export interface LockEntry {
  */
 export const LOCAL_DATACENTER = '';
 
+/** One check the local agent runs (`/v1/agent/checks`); `serviceId` `''` for a node check. */
+export interface LocalCheck {
+  checkId: string;
+  serviceId: string;
+  /** `passing`, `warning` or `critical` (maintenance mode is a critical check of its own). */
+  status: string;
+}
+
 export interface CallOptions {
   /** Aborts the request (the client's `ctx` cancel). */
   signal?: AbortSignal;
@@ -159,6 +167,18 @@ export class ConsulClient implements ConsulTransport {
       this.client.agent.service.list(raw),
     );
     return Object.hasOwn(services, serviceId);
+  }
+
+  /** Every check the local agent runs, with Consul's status (`/v1/agent/checks`). */
+  async localChecks(): Promise<LocalCheck[]> {
+    const [, checks] = await this.call('agent.checks', {}, this.settings.timeoutMs, (raw) =>
+      this.client.agent.check.list(raw),
+    );
+    return Object.values(checks).map((check) => ({
+      checkId: check.CheckID,
+      serviceId: check.ServiceID,
+      status: check.Status,
+    }));
   }
 
   /**

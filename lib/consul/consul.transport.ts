@@ -1,6 +1,7 @@
 import type {
   BlockingReadOptions,
   CallOptions,
+  LocalCheck,
   LockAttempt,
   LockEntry,
   ReadOptions,
@@ -25,6 +26,7 @@ export interface ConsulTransport {
   deregisterService(serviceId: string): Promise<void>;
   passCheck(checkId: string): Promise<void>;
   hasLocalService(serviceId: string): Promise<boolean>;
+  localChecks(): Promise<LocalCheck[]>;
   healthyInstances(name: string, options?: ReadOptions): Promise<ServiceInstance[]>;
   watchHealthyInstances(
     name: string,

@@ -8,7 +8,10 @@ export interface RawConsulClient {
       register(opts: RawCallOptions & { body?: never } & Record<string, unknown>): Promise<unknown>;
       deregister(opts: RawCallOptions & { id: string }): Promise<unknown>;
     };
-    check: { pass(opts: RawCallOptions & { id: string; note?: string }): Promise<unknown> };
+    check: {
+      pass(opts: RawCallOptions & { id: string; note?: string }): Promise<unknown>;
+      list(opts: RawCallOptions): Promise<[RawResponse, Record<string, RawHealthCheck>]>;
+    };
   };
   health: {
     service(

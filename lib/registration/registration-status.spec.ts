@@ -30,6 +30,33 @@ describe('selfStatus', () => {
     });
   });
 
+  it("not passing in maintenance mode or with any check of it or its node not passing: Consul's view", () => {
+    const check = (checkId: string, serviceId: string, status: string) => ({
+      checkId,
+      serviceId,
+      status,
+    });
+    const checks = [
+      check('service:orders-1', 'orders-1', 'passing'),
+      check('service:other-1', 'other-1', 'critical'),
+      check('serfHealth', '', 'passing'),
+    ];
+    expect(selfStatus({ ...base, checks }).passing).toBe(true);
+    const maintenance = check('_service_maintenance:orders-1', 'orders-1', 'critical');
+    expect(selfStatus({ ...base, checks: [...checks, maintenance] })).toMatchObject({
+      failingChecks: { '_service_maintenance:orders-1': 'critical' },
+      passing: false,
+    });
+    const node = check('_node_maintenance', '', 'critical');
+    expect(selfStatus({ ...base, checks: [...checks, node] }).passing).toBe(false);
+    const ttlExpired = check('service:orders-1', 'orders-1', 'critical');
+    expect(selfStatus({ ...base, checks: [ttlExpired] }).passing).toBe(false);
+    // An HTTP/TCP check of its own may probe the very endpoint that asks: not consulted.
+    const http = { ...base, ttlMs: undefined };
+    expect(selfStatus({ ...http, checks: [ttlExpired] }).passing).toBe(true);
+    expect(selfStatus({ ...http, checks: [ttlExpired, maintenance] }).passing).toBe(false);
+  });
+
   it('not passing when the agent no longer holds it (restarted empty)', () => {
     expect(selfStatus({ ...base, held: false })).toMatchObject({
       held: false,

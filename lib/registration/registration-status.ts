@@ -1,3 +1,5 @@
+import { serviceCheckId } from '../consul/agent-definition.js';
+import type { LocalCheck } from '../consul/consul.client.js';
 import type { RegistrationState } from './registration-state.js';
 
 /** This instance's registration as seen right now (`DiscoveryStatus.self`). */
@@ -12,9 +14,15 @@ export interface SelfStatus {
    */
   lastPassAgoMs?: number;
   /**
-   * `registered`, held by the agent and, for a TTL check, last confirmed passing less than a TTL
-   * ago. An HTTP/TCP check's own status is not consulted: Consul runs it, and it may probe the
-   * very health endpoint that asks.
+   * Checks the agent holds not passing that take it out of Consul's `?passing`, by id with their
+   * status: maintenance mode (`_service_maintenance:<id>`, `_node_maintenance`), node checks,
+   * any other check of it. Absent when none.
+   */
+  failingChecks?: Record<string, string>;
+  /**
+   * `registered`, held by the agent, passing in Consul's view (no failing check) and, for a TTL
+   * check, last confirmed passing less than a TTL ago. An HTTP/TCP check's own status is not
+   * consulted: Consul runs it, and it may probe the very health endpoint that asks.
    */
   passing: boolean;
 }
@@ -43,15 +51,25 @@ export interface SelfStatusInput {
   lastPassAt?: number;
   /** The TTL of a TTL check; `undefined` for HTTP/TCP checks. */
   ttlMs?: number;
+  /** The agent's local checks; `undefined` when the read failed. */
+  checks?: readonly LocalCheck[];
   now: number;
 }
 
 export function selfStatus(input: SelfStatusInput): SelfStatus {
-  const { serviceId, state, held, lastPassAt, ttlMs, now } = input;
+  const { serviceId, state, held, lastPassAt, ttlMs, checks = [], now } = input;
   const ttl = ttlMs !== undefined;
+  const own = serviceCheckId(serviceId);
+  const failing = checks.filter(
+    (check) =>
+      (check.serviceId === serviceId || check.serviceId === '') &&
+      check.status !== 'passing' &&
+      (ttl || check.checkId !== own),
+  );
   const passing =
     state === 'registered' &&
     held === true &&
+    failing.length === 0 &&
     (!ttl || (lastPassAt !== undefined && now - lastPassAt < ttlMs));
   return {
     serviceId,
@@ -61,6 +79,9 @@ export function selfStatus(input: SelfStatusInput): SelfStatus {
       lastPassAt !== undefined && {
         lastPassAgoMs: Math.max(0, Math.round(now - lastPassAt)),
       }),
+    ...(failing.length > 0 && {
+      failingChecks: Object.fromEntries(failing.map((c) => [c.checkId, c.status])),
+    }),
     passing,
   };
 }

@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import type { RegistrationFields } from '../consul/agent-definition.js';
+import type { LocalCheck } from '../consul/consul.client.js';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
@@ -152,7 +153,7 @@ export class SelfRegistration {
    * Where the registration stands, given whether the agent holds it (`undefined`: the read
    * failed); `undefined` when no service is configured.
    */
-  status(held: boolean | undefined): SelfStatus | undefined {
+  status(held: boolean | undefined, checks?: readonly LocalCheck[]): SelfStatus | undefined {
     const r = this.fields;
     if (!r) return undefined;
     return selfStatus({
@@ -161,6 +162,7 @@ export class SelfRegistration {
       held,
       lastPassAt: this.lastPass,
       ttlMs: 'ttl' in r.healthCheck ? r.healthCheck.ttlMs : undefined,
+      checks,
       now: performance.now(),
     });
   }

@@ -22,8 +22,10 @@ export class DiscoveryHealthIndicator {
   ) {}
 
   /**
-   * Up when the agent answers (one local read, bounded by `consul.timeoutMs`) and, when a service
-   * is configured and `requireRegistered`, it is registered and passing; with `maxStaleMs`, also
+   * Up with `{ enabled: false }` when discovery is off (the agent is not asked). Otherwise up when
+   * the agent answers (local reads, bounded by `consul.timeoutMs`) and, when a service is
+   * configured and `requireRegistered`, it is registered and passing in Consul's view (maintenance
+   * mode or a critical check: down); with `maxStaleMs`, also
    * when no name of `watch.services` has been stale for longer. Details: the agent, the
    * registration, each watched name's freshness, the owned partition count when sharding.
    */
@@ -33,6 +35,8 @@ export class DiscoveryHealthIndicator {
   ): Promise<HealthIndicatorResult> {
     const checked = checkHealthArguments(key, options);
     const indicator = this.health.check(checked.key);
+    // Discovery is off: nothing to require, and no agent to ask.
+    if (!this.settings.enabled) return indicator.up({ enabled: false });
     const status = await this.discovery.status();
     const { up, details } = healthReport({
       status,

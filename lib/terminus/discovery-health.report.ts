@@ -83,6 +83,10 @@ function selfReason(self: SelfStatus): string {
   if (self.state !== 'registered') return `${name} is ${self.state}, not registered`;
   if (self.held === undefined) return `${name} cannot be confirmed: the agent read failed`;
   if (!self.held) return `${name} is not held by the agent (restarted?)`;
+  if (self.failingChecks) {
+    const checks = Object.entries(self.failingChecks).map(([id, status]) => `${id} ${status}`);
+    return `${name} is not passing in Consul: ${checks.join(', ')}`;
+  }
   return self.lastPassAgoMs === undefined
     ? `${name} has not passed its TTL check yet`
     : `${name} last passed its TTL check ${self.lastPassAgoMs} ms ago`;

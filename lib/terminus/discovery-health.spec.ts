@@ -99,6 +99,10 @@ describe('healthReport', () => {
     expect(reasonOf({ ...self, lastPassAgoMs: 4_000, passing: false })).toEqual([
       '"orders-1" last passed its TTL check 4000 ms ago',
     ]);
+    const failingChecks = { '_service_maintenance:orders-1': 'critical' };
+    expect(reasonOf({ ...self, failingChecks, passing: false })).toEqual([
+      '"orders-1" is not passing in Consul: _service_maintenance:orders-1 critical',
+    ]);
   });
 
   it('requireRegistered: false ignores the registration, still reports it', () => {

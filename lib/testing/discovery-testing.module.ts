@@ -6,7 +6,11 @@ import { isPlainObject, ViolationCollector } from '../protocol/input.reader.js';
 import type { DiscoveryModuleOptions } from '../settings/discovery-module-options.interface.js';
 import { createDiscoverySettings } from '../settings/discovery-settings.factory.js';
 import type { DiscoverySettings } from '../settings/discovery.settings.js';
-import { readInstances, type InMemoryInstance } from './in-memory.arguments.js';
+import {
+  readInstances,
+  readLocalDatacenter,
+  type InMemoryInstance,
+} from './in-memory.arguments.js';
 import { InMemoryCatalog } from './in-memory.catalog.js';
 import { InMemoryDiscovery } from './in-memory-discovery.js';
 import { IN_MEMORY_ADDRESS, InMemoryTransport } from './in-memory.transport.js';
@@ -18,12 +22,18 @@ export interface DiscoveryTestingModuleOptions {
   self?: { name: string; port: number; serviceId?: string };
   /** As `DiscoveryModule`'s `sharding` (both modes). */
   sharding?: DiscoveryModuleOptions['sharding'];
+  /**
+   * The double's own datacenter (default `'dc1'`, as a dev agent's): it holds the instances that
+   * declare none, so a query naming it finds them; a datacenter no instance declares rejects as
+   * Consul does (`ConsulResponseError`, "No path to datacenter").
+   */
+  datacenter?: string;
   isGlobal?: boolean;
 }
 
 const TESTING_OPTIONS = Symbol('DISCOVERY_TESTING_OPTIONS');
 const SUBJECT = 'DiscoveryTestingModule options';
-const KNOWN_KEYS = new Set(['services', 'self', 'sharding', 'isGlobal']);
+const KNOWN_KEYS = new Set(['services', 'self', 'sharding', 'datacenter', 'isGlobal']);
 
 /**
  * `self` and `sharding` through the real settings factory (errors name `service.*` and
@@ -46,7 +56,7 @@ function testingSettings(options: DiscoveryTestingModuleOptions): DiscoverySetti
 }
 
 function seededCatalog(options: DiscoveryTestingModuleOptions): InMemoryCatalog {
-  const catalog = new InMemoryCatalog();
+  const catalog = new InMemoryCatalog(readLocalDatacenter(options.datacenter, SUBJECT));
   const services: unknown = options.services ?? {};
   if (!isPlainObject(services)) {
     throw new DiscoverySettingsError(

@@ -7,7 +7,7 @@ import type {
   ServiceInstance,
   ServiceRegistration,
 } from '../protocol/service-discovery.protocol.js';
-import { IN_MEMORY_NODE } from './in-memory.catalog.js';
+import { IN_MEMORY_DATACENTER, IN_MEMORY_NODE } from './in-memory.catalog.js';
 import { IN_MEMORY_ADDRESS } from './in-memory.transport.js';
 
 /** An instance as a test declares it: the name comes from where it is listed. */
@@ -29,6 +29,20 @@ class InstanceExtras {
   @IsOptional()
   @IsDatacenter()
   datacenter?: string;
+}
+
+class LocalDatacenter {
+  @IsOptional()
+  @IsDatacenter()
+  datacenter?: string;
+}
+
+/** The double's own datacenter (`forRoot({ datacenter })`), validated as `consul.datacenter` is. */
+export function readLocalDatacenter(datacenter: unknown, subject: string): string {
+  const out = new ViolationCollector();
+  out.validate(Object.assign(new LocalDatacenter(), { datacenter }), '');
+  if (!out.empty) throw new DiscoverySettingsError(out.violations, subject);
+  return (datacenter as string | undefined) ?? IN_MEMORY_DATACENTER;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { serviceCheckId } from '../consul/agent-definition.js';
+import { LOCAL_DATACENTER } from '../consul/consul.client.js';
 import type { RawHealthCheck } from '../consul/consul.types.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 
@@ -10,6 +11,12 @@ export function serviceIdOfCheck(checkId: string): string {
 
 /** The node every in-memory instance sits on, unless the test names another. */
 export const IN_MEMORY_NODE = 'in-memory';
+
+/** The double's own datacenter unless `forRoot({ datacenter })` names another: a dev agent's. */
+export const IN_MEMORY_DATACENTER = 'dc1';
+
+/** Consul matches service names and tags case-insensitively (docs/CONSUL.md). */
+const folded = (text: string): string => text.toLowerCase();
 
 /**
  * How an instance came in: `declared` by the test (`services`, `setInstances`: no check of its
@@ -32,14 +39,21 @@ interface Entry {
 /**
  * The membership of the in-memory double, with Consul's raft-like indexes: every change bumps
  * one index (shared with the KV locks of `in-memory.locks.ts`, as Consul's raft index is), and
- * the names it touched remember it, so a blocking query on a name wakes only for that name. Pure
- * state; `onChange` listeners are how blocking queries wake (no timers here).
+ * the names it touched remember it, so a blocking query on a name wakes only for that name; the
+ * service list's own index moves on registrations only, not on check changes, as Consul's
+ * `/v1/catalog/services` does. Names and tags match case-insensitively; instances naming no
+ * datacenter are in the local one. Pure state; `onChange` listeners are how blocking queries
+ * wake (no timers here).
  */
 export class InMemoryCatalog {
   private readonly entries = new Map<string, Entry>();
+  /** By folded name. */
   private readonly nameIndexes = new Map<string, number>();
   private lastIndex = 1;
+  private lastRegistrationIndex = 1;
   private readonly listeners = new Set<() => void>();
+
+  constructor(readonly localDatacenter: string = IN_MEMORY_DATACENTER) {}
 
   /** The index of the whole catalog (check states and service names). */
   get index(): number {
@@ -48,7 +62,18 @@ export class InMemoryCatalog {
 
   /** The index of `name`'s instances: the last change that touched them (1 if none yet). */
   indexOf(name: string): number {
-    return this.nameIndexes.get(name) ?? 1;
+    return this.nameIndexes.get(folded(name)) ?? 1;
+  }
+
+  /** The index of the service list: the last registration, deregistration or declaration. */
+  get registrationIndex(): number {
+    return this.lastRegistrationIndex;
+  }
+
+  /** Consul answers for its own datacenter and the ones it has a path to (here: declared). */
+  knowsDatacenter(datacenter: string): boolean {
+    if (this.named(datacenter) === this.localDatacenter) return true;
+    return [...this.entries.values()].some((e) => e.instance.datacenter === datacenter);
   }
 
   /** Called after every change; returns the unsubscribe. */
@@ -64,7 +89,9 @@ export class InMemoryCatalog {
     const held = new Set<string>();
     for (const [id, entry] of this.entries) {
       if (entry.held) held.add(id);
-      if (entry.origin === 'declared' && entry.instance.name === name) this.entries.delete(id);
+      if (entry.origin === 'declared' && folded(entry.instance.name) === folded(name)) {
+        this.entries.delete(id);
+      }
     }
     for (const instance of instances) {
       const previous = this.entries.get(instance.serviceId);
@@ -77,7 +104,7 @@ export class InMemoryCatalog {
         held: held.has(instance.serviceId),
       });
     }
-    this.commit(touched);
+    this.commit(touched, true);
   }
 
   /** An agent registration (replaces one with the same id, as the agent does). */
@@ -90,7 +117,7 @@ export class InMemoryCatalog {
       checkPassing: check.passing,
       held: previous?.held ?? false,
     });
-    this.commit(new Set([instance.name, ...(previous ? [previous.instance.name] : [])]));
+    this.commit(new Set([instance.name, ...(previous ? [previous.instance.name] : [])]), true);
   }
 
   /** Removes the instance; `false` when there was none. */
@@ -98,7 +125,7 @@ export class InMemoryCatalog {
     const entry = this.entries.get(serviceId);
     if (!entry) return false;
     this.entries.delete(serviceId);
-    this.commit(new Set([entry.instance.name]));
+    this.commit(new Set([entry.instance.name]), true);
     return true;
   }
 
@@ -137,16 +164,23 @@ export class InMemoryCatalog {
   /** Passing instances of `name` matching `query`, sorted by `serviceId`, as fresh copies. */
   passing(name: string, query: DiscoveryQuery = {}): ServiceInstance[] {
     const found: ServiceInstance[] = [];
+    const tag = query.tag === undefined ? undefined : folded(query.tag);
     for (const entry of this.entries.values()) {
       const { instance } = entry;
-      if (instance.name !== name || !isPassing(entry)) continue;
-      if (query.tag !== undefined && !instance.tags.includes(query.tag)) continue;
-      if (query.datacenter !== undefined && instance.datacenter !== query.datacenter) continue;
+      if (folded(instance.name) !== folded(name) || !isPassing(entry)) continue;
+      if (tag !== undefined && !instance.tags.some((t) => folded(t) === tag)) continue;
+      const datacenter = instance.datacenter ?? this.localDatacenter;
+      if (query.datacenter !== undefined && datacenter !== this.named(query.datacenter)) continue;
       found.push(copy(instance));
     }
     return found.sort((a, b) =>
       a.serviceId < b.serviceId ? -1 : a.serviceId > b.serviceId ? 1 : 0,
     );
+  }
+
+  /** A query's datacenter by name: `LOCAL_DATACENTER` is the local one. */
+  private named(datacenter: string): string {
+    return datacenter === LOCAL_DATACENTER ? this.localDatacenter : datacenter;
   }
 
   /** Every instance's check, as `/v1/health/state/any` lists them. */
@@ -169,10 +203,14 @@ export class InMemoryCatalog {
     return names;
   }
 
-  /** Records a change (of `names`' instances, or none: the KV store) and wakes the listeners. */
-  commit(names: ReadonlySet<string> = new Set()): void {
+  /**
+   * Records a change (of `names`' instances, or none: the KV store; `registration` when the
+   * service list changed) and wakes the listeners.
+   */
+  commit(names: ReadonlySet<string> = new Set(), registration = false): void {
     this.lastIndex++;
-    for (const name of names) this.nameIndexes.set(name, this.lastIndex);
+    if (registration) this.lastRegistrationIndex = this.lastIndex;
+    for (const name of names) this.nameIndexes.set(folded(name), this.lastIndex);
     for (const listener of [...this.listeners]) listener();
   }
 }

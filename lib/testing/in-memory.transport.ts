@@ -1,6 +1,7 @@
 import type {
   BlockingReadOptions,
   CallOptions,
+  LocalCheck,
   LockAttempt,
   LockEntry,
   ReadOptions,
@@ -90,6 +91,17 @@ export class InMemoryTransport implements ConsulTransport {
     return Promise.resolve(this.catalog.has(serviceId));
   }
 
+  async localChecks(): Promise<LocalCheck[]> {
+    this.open('agent.checks');
+    return Promise.resolve(
+      this.catalog.checks().map((check) => ({
+        checkId: check.CheckID,
+        serviceId: check.ServiceID,
+        status: check.Status,
+      })),
+    );
+  }
+
   async healthyInstances(name: string, options: ReadOptions = {}): Promise<ServiceInstance[]> {
     const read = { ...options, waitMs: 0, longPoll: false };
     return (await this.watchHealthyInstances(name, read)).value;
@@ -122,7 +134,7 @@ export class InMemoryTransport implements ConsulTransport {
     return this.blocking(
       'catalog.services',
       options,
-      () => this.catalog.index,
+      () => this.catalog.registrationIndex,
       () => this.catalog.serviceNames(),
     );
   }
@@ -175,6 +187,11 @@ export class InMemoryTransport implements ConsulTransport {
     read: () => T,
   ): Promise<IndexedResult<T>> {
     this.open(operation, options.signal);
+    const { datacenter } = options;
+    if (datacenter !== undefined && !this.catalog.knowsDatacenter(datacenter)) {
+      // As a Consul agent answers a datacenter it has no path to.
+      throw new ConsulResponseError(operation, 500, 'No path to datacenter');
+    }
     const index = options.index ?? 0;
     if (index > 0 && indexNow() <= index) {
       await this.change(operation, () => indexNow() > index, options);

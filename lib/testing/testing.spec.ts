@@ -253,6 +253,33 @@ describe('DiscoveryTestingModule', () => {
     expect(unknown.paths).toEqual(['servics']);
   });
 
+  it('datacenter: its own holds the instances naming none; another declared one holds its own; an unknown one rejects as Consul does', async () => {
+    const app = await compile({
+      datacenter: 'east',
+      services: {
+        orders: [
+          { serviceId: 'orders-1', port: 5001 },
+          { serviceId: 'orders-2', port: 5002, datacenter: 'west' },
+        ],
+      },
+    });
+    const provider = app.get<ServiceDiscoveryProtocol>(DISCOVERY_PROVIDER);
+    const ids = async (datacenter?: string) =>
+      (await provider.discover('orders', datacenter ? { datacenter } : {})).map((i) => i.serviceId);
+    expect(await ids('east')).toEqual(['orders-1']);
+    expect(await ids('west')).toEqual(['orders-2']);
+    const error: unknown = await provider
+      .discover('orders', { datacenter: 'dc1' })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConsulResponseError);
+    expect((error as ConsulResponseError).status).toBe(500);
+    expect((error as ConsulResponseError).consulMessage).toBe('No path to datacenter');
+    await app.close();
+
+    const bad = await settingsError(() => compile({ datacenter: 'dc 1' }));
+    expect(bad.paths).toEqual(['datacenter']);
+  });
+
   it('fills an instance’s defaults; setInstances validates the same way', async () => {
     const app = await compile({ services: { orders: [{ serviceId: 'orders-1', port: 5001 }] } });
     const provider = app.get<ServiceDiscoveryProtocol>(DISCOVERY_PROVIDER);

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { INestApplicationContext } from '@nestjs/common';
 import { firstValueFrom, type Subscription } from 'rxjs';
 import {
+  ConsulResponseError,
   DISCOVERY_PROVIDER,
   DiscoveryHttpClient,
   DiscoveryService,
@@ -43,6 +44,8 @@ export interface ConformanceDriver {
   /** `node` (and `datacenter`, when the backend sets one) of every instance the backend returns. */
   readonly node: string;
   readonly datacenter?: string;
+  /** The datacenter the backend holds instances in when they name none (a dev agent's 'dc1'). */
+  readonly localDatacenter: string;
   /** Compiles and bootstraps an app; rejects as the module's creation does. */
   start(app: ConformanceApp): Promise<INestApplicationContext>;
   /** Registers (or replaces) an instance of `name`, passing or critical. */
@@ -165,6 +168,44 @@ export function describeDiscoveryConformance(
         expect(ids(await provider.discover(name))).toEqual([`${name}-2`]);
         await d.setPassing(`${name}-1`, true);
         expect(ids(await provider.discover(name))).toEqual([`${name}-1`, `${name}-2`]);
+      });
+    });
+
+    describe('answers as Consul does', () => {
+      it('matches names and tags case-insensitively (the registered spelling comes back)', async () => {
+        const { provider, discovery } = await started();
+        const name = fresh();
+        const one = { serviceId: `${name}-1`, port: 5001, tags: ['v1'] };
+        await d.addInstance(name, one);
+
+        expect(await provider.discover(name.toUpperCase())).toEqual([expected(name, one)]);
+        expect(await provider.discover(name, { tag: 'V1' })).toEqual([expected(name, one)]);
+        const watched = record(discovery, name.toUpperCase());
+        expect(await watched.nth(1)).toEqual([expected(name, one)]);
+      });
+
+      it('the local datacenter, named, holds the instances that name none', async () => {
+        const { provider } = await started();
+        const name = fresh();
+        const one = { serviceId: `${name}-1`, port: 5001 };
+        await d.addInstance(name, one);
+
+        expect(await provider.discover(name, { datacenter: d.localDatacenter })).toEqual([
+          expected(name, one),
+        ]);
+      });
+
+      it('an unknown datacenter rejects with ConsulResponseError "No path to datacenter"', async () => {
+        const { provider } = await started();
+        const name = fresh();
+        await d.addInstance(name, { serviceId: `${name}-1`, port: 5001 });
+
+        const error = await provider.discover(name, { datacenter: 'nowhere' }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(ConsulResponseError);
+        expect((error as ConsulResponseError).consulMessage).toContain('No path to datacenter');
       });
     });
 
