@@ -116,7 +116,7 @@ export class ServiceWatch {
     let failures = 0;
     do {
       this.refreshAgain = false;
-      if (!(await this.bucket.take(this.signal))) return;
+      if (!(await this.bucket.take(this.signal)) || this.ended) return;
       try {
         const result = await this.client.watchHealthyInstances(
           this.name,
@@ -125,13 +125,13 @@ export class ServiceWatch {
         failures = 0;
         this.publish(result.value);
       } catch (error) {
-        if (this.signal.aborted || this.client.closed) return;
+        if (this.ended || this.signal.aborted || this.client.closed) return;
         this.markStale(error);
         this.refreshAgain = true;
         const delay = backoffDelay(failures++, this.options.backoff);
         if (!(await abortableDelay(delay, this.signal))) return;
       }
-    } while (this.refreshAgain && !this.signal.aborted);
+    } while (this.refreshAgain && !this.ended && !this.signal.aborted);
   }
 
   /** Why the last refresh failed, while the set is stale or not known yet. */
@@ -148,15 +148,30 @@ export class ServiceWatch {
     this.stale = true;
   }
 
-  /** Aborts whatever is in flight (shutdown, or a feed-mode watch's last unsubscribe). */
+  /**
+   * A feed-served watch's last unsubscribe: no read is sent again, the one in flight (a short
+   * read) is let finish, as an aborted one would hold its connection until the agent answers.
+   */
+  retire(): void {
+    this.end();
+    if (this.refreshing) void this.refreshing.finally(() => this.abort.abort());
+    else this.abort.abort();
+  }
+
+  /** Aborts whatever is in flight (shutdown). */
   stop(): Promise<void> {
     this.abort.abort();
     this.end();
     return this.done;
   }
 
+  /** A getter, so the compiler does not narrow it across awaits. */
+  private get ended(): boolean {
+    return this.life === 'ended';
+  }
+
   private end(): void {
-    if (this.life === 'ended') return;
+    if (this.ended) return;
     this.life = 'ended';
     this.changes.complete();
     this.onEnded?.();

@@ -74,7 +74,7 @@ export class WatchRegistry {
       return;
     }
     this.feeds.get(datacenterKey(watch.query.datacenter))?.remove(watch);
-    void watch.stop();
+    watch.retire();
   }
 
   find(name: string, query?: DiscoveryQuery): ServiceWatch | undefined {
