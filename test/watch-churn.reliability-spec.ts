@@ -33,7 +33,8 @@ const MEAN_INTERVAL_MS = 25;
 /** A cycle keeps its subscription this long at most (random). */
 const MAX_HOLD_MS = 400;
 const MAX_SOCKETS = 8;
-const MAX_LONG_POLLS = 16;
+// More slots than steady names, so churned names get long-polls of their own (and the feed its turn).
+const MAX_LONG_POLLS = 32;
 const BOUND = MAX_SOCKETS + MAX_LONG_POLLS + 2;
 
 describe('watch churn (reliability)', () => {
