@@ -1,8 +1,9 @@
-// 4. Scale: a 1,000-instance service and 200 more watched names, through a counting proxy.
+// 4. Scale: a 1,000-instance service and 200 more watched names, through a counting proxy; then
+// watch churn: subscribers of 50 names coming and going while 20 stay and discover() runs.
 import { execFileSync } from 'node:child_process';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCountingProxy, waitFor } from '../.tmp/toolkit/toolkit.js';
+import { seededRandom, startCountingProxy, waitFor } from '../.tmp/toolkit/toolkit.js';
 import { discoveryApp, moduleOptions, watchReady } from './apps.mjs';
 import { summarize } from './stats.mjs';
 import { collect, timeBatches, timeEach } from './measure.mjs';
@@ -12,6 +13,14 @@ const BIG_INSTANCES = 1_000;
 const SMALL_NAMES = 200;
 const IDLE_WINDOW_MS = 10_000;
 const MAX_LONG_POLLS = 64; // the default watch.maxLongPolls
+const MAX_SOCKETS = 32; // the default consul.maxSockets
+const CHURN_CYCLES = 1_000;
+const CHURN_NAMES = 50;
+const CHURN_STEADY = 20;
+const CHURN_UNWATCHED = 10;
+const CHURN_DISCOVER_PER_SECOND = 100;
+const CHURN_MEAN_INTERVAL_MS = 20;
+const CHURN_MAX_HOLD_MS = 400;
 
 /** Established TCP connections to `port` as seen by the kernel (ss), or undefined without ss. */
 function ssCount(port) {
@@ -185,7 +194,9 @@ export async function scaleSection({ agent, api, report }) {
       unit: 'text',
       value: `${(heartbeats / windowS).toFixed(2)} /s (${heartbeats} passes)`,
     });
+    const churn = await churnRows({ agent, smallNames, section, report });
     return {
+      churn,
       peakWhileStarting,
       requestsWhileStarting,
       registerMs,
@@ -198,6 +209,99 @@ export async function scaleSection({ agent, api, report }) {
       connections: conn,
       idle: { windowS, total: idle.length, heartbeats, longPollReissues, other, requests: idle },
       expectedLongPolls,
+    };
+  } finally {
+    for (const s of subscriptions) s.unsubscribe();
+    await app.close();
+    await proxy.close();
+  }
+}
+
+/**
+ * 1,000 subscribe/unsubscribe cycles over 50 names at random (seeded) intervals, 20 other names
+ * watched throughout and 100 discover() calls per second of 10 unwatched names, on an app of its
+ * own with the default limits: the connections the agent holds for it (open, plus long-polls
+ * abandoned mid-wait, which a 1.8 agent keeps until their wait ends), requests/s, discover() p99.
+ */
+async function churnRows({ agent, smallNames, section, report }) {
+  const random = seededRandom(16);
+  const churned = smallNames.slice(0, CHURN_NAMES);
+  const steady = smallNames.slice(CHURN_NAMES, CHURN_NAMES + CHURN_STEADY);
+  const unwatched = smallNames.slice(100, 100 + CHURN_UNWATCHED);
+  const bound = MAX_SOCKETS + MAX_LONG_POLLS + 2;
+  const proxy = await startCountingProxy(agent.httpPort);
+  const app = await discoveryApp(moduleOptions(proxy, { register: false }));
+  const subscriptions = [];
+  try {
+    const svc = app.service;
+    subscriptions.push(...(await Promise.all(steady.map((name) => watchReady(svc, name)))));
+    proxy.resetPeak();
+    const requestsBefore = proxy.requestLines.length;
+    const latencies = [];
+    let failed = 0;
+    let calls = 0;
+    let abandonedPeak = 0;
+    const calling = [];
+    const started = Date.now();
+    const caller = setInterval(() => {
+      const due = Math.floor(((Date.now() - started) * CHURN_DISCOVER_PER_SECOND) / 1_000);
+      for (; calls < due; calls++) {
+        const name = unwatched[Math.floor(random() * unwatched.length)];
+        const t0 = process.hrtime.bigint();
+        calling.push(
+          svc.discover(name).then(
+            () => latencies.push(Number(process.hrtime.bigint() - t0)),
+            () => failed++,
+          ),
+        );
+      }
+      abandonedPeak = Math.max(abandonedPeak, proxy.abandonedConnections);
+    }, 1_000 / CHURN_DISCOVER_PER_SECOND);
+    const cycles = [];
+    for (let i = 0; i < CHURN_CYCLES; i++) {
+      const name = churned[Math.floor(random() * churned.length)];
+      const hold = Math.floor(random() * CHURN_MAX_HOLD_MS);
+      const sub = svc.watch(name).subscribe();
+      cycles.push(sleep(hold).then(() => sub.unsubscribe()));
+      await sleep(random() * 2 * CHURN_MEAN_INTERVAL_MS);
+    }
+    await Promise.all(cycles);
+    const seconds = (Date.now() - started) / 1000;
+    clearInterval(caller);
+    await Promise.all(calling);
+    const requests = proxy.requestLines.length - requestsBefore;
+    const stats = summarize(latencies);
+    report.row({
+      section,
+      name: `churn: unwatched discover() during ${CHURN_CYCLES} subscribe/unsubscribe cycles over ${CHURN_NAMES} names (+${CHURN_STEADY} watched, ${CHURN_DISCOVER_PER_SECOND}/s)`,
+      unit: 'ns',
+      stats,
+      target: { text: '0 failed', met: failed === 0 },
+    });
+    report.row({
+      section,
+      name: `churn: connections the agent holds at peak — open + abandoned (bound maxSockets + maxLongPolls + 2 = ${bound})`,
+      unit: 'text',
+      value: `${proxy.peakHeldConnections} (open peak ${proxy.peakConnections}, abandoned peak ${abandonedPeak}; ${proxy.totalConnections} opened in all)`,
+      target: { text: `≤ ${bound}`, met: proxy.peakHeldConnections <= bound },
+    });
+    report.row({
+      section,
+      name: 'churn: requests/s to the agent during the churn (all kinds)',
+      unit: 'text',
+      value: `${(requests / seconds).toFixed(0)} /s (${requests} in ${seconds.toFixed(1)} s; ${calls} discover(), ${failed} failed)`,
+    });
+    return {
+      seconds,
+      requests,
+      calls,
+      failed,
+      discover: stats,
+      peakHeld: proxy.peakHeldConnections,
+      peakOpen: proxy.peakConnections,
+      abandonedPeak,
+      opened: proxy.totalConnections,
+      bound,
     };
   } finally {
     for (const s of subscriptions) s.unsubscribe();
