@@ -142,6 +142,8 @@ export async function startCountingProxy(
     // body without a trailing newline on a kept-alive socket is still seen.
     let buffered = Buffer.alloc(0);
     let bodyLeft = 0;
+    /** The last request seen went upstream (not held back by `requestDelayMs`). */
+    let reachedAgent = false;
     client.on('data', (chunk: Buffer) => {
       const seen = log.length;
       buffered = Buffer.concat([buffered, chunk]);
@@ -188,8 +190,10 @@ export async function startCountingProxy(
         pair.waitingFor = parsed[2];
       }
       const requests = log.slice(seen);
+      if (requests.length > 0) reachedAgent = false;
       send(() => {
         upstream.write(chunk);
+        reachedAgent = true;
         for (const request of requests) proxy.onRequest?.(request);
       });
     });
@@ -229,10 +233,11 @@ export async function startCountingProxy(
       if (!closed) client.resetAndDestroy();
       pair.teardown();
     });
-    // A client leaving mid long-poll abandons it: the agent keeps it until its wait ends.
+    // A client leaving mid long-poll abandons it: the agent keeps it until its wait ends (one
+    // still held by requestDelayMs never reaches the agent).
     const clientGone = (): void => {
       if (closed || abandoned.has(pair)) return;
-      if (!/[?&]index=/.test(pair.waitingFor ?? '')) return pair.teardown();
+      if (!reachedAgent || !/[?&]index=/.test(pair.waitingFor ?? '')) return pair.teardown();
       pairs.delete(pair);
       abandoned.add(pair);
       for (const timer of timers) clearTimeout(timer);
