@@ -147,6 +147,7 @@ export class DiscoveryService
 
   /** The guarantee (the same teardown, awaited), then HTTP sockets, watches, the client. */
   async onApplicationShutdown(): Promise<void> {
+    this.http.stop();
     const deadline = this.deadline();
     await this.sharding.stop(deadline);
     await this.registration.stop(deadline);

@@ -56,6 +56,9 @@ export const noInstanceMessage = (service: string): string =>
 export const httpTimeoutMessage = (what: string, target: string, timeoutMs: number): string =>
   `${what} of ${target} timed out after ${timeoutMs} ms (before response headers)`;
 
+export const clientStoppedMessage = (service: string): string =>
+  `DiscoveryHttpClient refused a call to "${service}": the application is shutting down`;
+
 export const shardKeyWithoutTableMessage = (service: string): string =>
   `shardKey needs a sharded target: no passing instance of "${service}" publishes meta.shardPartitions`;
 

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { AxiosAdapter, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
 import type { Dispatcher } from 'undici';
 import { axiosBodyMessage, axiosMissingMessage } from '../errors/error-messages.js';
-import { CALL_OPTIONS, type CallOptions } from './discovery.interceptor.js';
+import { CALL_OPTIONS, type CallOptions } from './discovery.dispatcher.js';
 
 type AxiosModule = typeof import('axios');
 

@@ -11,7 +11,7 @@ import { shardRoute } from '../sharding/shard-route.js';
 import { WatchRegistry } from '../watch/watch.registry.js';
 import { createAxiosAdapter } from './axios.adapter.js';
 import { checkCallOptions, checkRequestUrl } from './http.arguments.js';
-import { CALL_OPTIONS, discoveryInterceptor, type CallOptions } from './discovery.interceptor.js';
+import { CALL_OPTIONS, DiscoveryDispatcher, type CallOptions } from './discovery.dispatcher.js';
 import { LoadBalancer } from './load-balancer.js';
 import { OutlierEjection } from './outlier-ejection.js';
 import { RetryBudget } from './retry-budget.js';
@@ -66,21 +66,21 @@ export class DiscoveryHttpClient {
     const { http, consul } = settings;
     this.agent = new Agent({ connect: { timeout: http.timeouts.connectMs } });
     this.ejection = new OutlierEjection(http.outlier);
-    // Instances that left every passing set are forgotten (a returning one starts afresh).
-    this.resolver = new ServiceResolver(watches, consul.timeoutMs, (passing) =>
-      this.ejection.retain(passing),
-    );
+    this.resolver = new ServiceResolver(watches, {
+      timeoutMs: consul.timeoutMs,
+      idleWatchMs: http.idleWatchMs,
+      newBudget: () => new RetryBudget(http.retry.budgetPercent, http.retry.minPerSecond),
+      // Instances that left every passing set are forgotten (a returning one starts afresh).
+      changed: (passing) => this.ejection.retain(passing),
+    });
     this.balancer = new LoadBalancer(http.strategy);
-    this.dispatcher = this.agent.compose(
-      discoveryInterceptor({
-        settings: http,
-        resolver: this.resolver,
-        balancer: this.balancer,
-        ejection: this.ejection,
-        budget: new RetryBudget(http.retry.budgetPercent, http.retry.minPerSecond),
-        metrics,
-      }),
-    );
+    this.dispatcher = new DiscoveryDispatcher(this.agent, {
+      settings: http,
+      resolver: this.resolver,
+      balancer: this.balancer,
+      ejection: this.ejection,
+      metrics,
+    });
   }
 
   /**
@@ -125,6 +125,11 @@ export class DiscoveryHttpClient {
     if (options.shardKey === undefined) return this.balancer.pick(service, eligible);
     const order = shardRoute(service, known, options.shardKey);
     return order.map((id) => eligible.find((i) => i.serviceId === id)).find(Boolean);
+  }
+
+  /** Shutdown has begun: a call by name rejects at once from now on, and starts nothing. */
+  stop(): void {
+    this.resolver.stop();
   }
 
   /** Shutdown, after deregistration: watches released, sockets closed. */

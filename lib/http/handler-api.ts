@@ -1,16 +1,19 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { util, type Dispatcher } from 'undici';
 
 /**
  * The handler API undici 7's own connections, `fetch` and `request()` speak (its types mark it
  * deprecated in favour of `onRequestStart`/`onResponse*`). compose() hands an interceptor a
  * newer-API wrapper around such a handler, and a dispatcher given a newer-API handler converts it
- * back, parsing and re-encoding every header on the way: a pass-through interceptor measured
- * ~20% below a plain Agent under 32 concurrent requests, one speaking this API end to end ~2–8%.
+ * back, parsing and re-encoding every header on the way; discovery.dispatcher.ts speaks this API
+ * end to end.
  */
 export interface LegacyHandler {
   onConnect(abort: (reason?: Error) => void, context?: object): void;
   onResponseStarted?(): void;
+  /** upgrade / CONNECT requests: the socket, instead of a response. */
+  onUpgrade?(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: Duplex): void;
   onHeaders(
     statusCode: number,
     rawHeaders: Buffer[],
@@ -25,55 +28,14 @@ export interface LegacyHandler {
 type Handler = Dispatcher.DispatchHandler;
 type Controller = Dispatcher.DispatchController;
 
-/** compose()'s wrapper of fetch's and request()'s handlers has them; newer-API handlers do not. */
+/** undici's own rule (its UnwrapHandler): a handler without `onRequestStart` speaks the legacy API. */
 function hasLegacyMethods(handler: Handler): handler is Handler & LegacyHandler {
-  return typeof handler.onHeaders === 'function' && typeof handler.onData === 'function';
+  return typeof handler.onRequestStart !== 'function';
 }
 
 /** `handler`'s legacy methods, to call: its own when it has them, else a conversion. */
 export function asLegacy(handler: Handler): LegacyHandler {
   return hasLegacyMethods(handler) ? handler : new NewApiView(handler);
-}
-
-/**
- * `handler` as a `LegacyHandler` with no `onRequestStart`, to hand to a dispatcher (which would
- * convert one that has it back to the legacy API).
- */
-export function legacyView(handler: Handler): LegacyHandler {
-  return hasLegacyMethods(handler) ? new LegacyForward(handler) : new NewApiView(handler);
-}
-
-class LegacyForward implements LegacyHandler {
-  constructor(private readonly handler: LegacyHandler) {}
-
-  onConnect(abort: (reason?: Error) => void, context?: object): void {
-    this.handler.onConnect(abort, context);
-  }
-
-  onResponseStarted(): void {
-    this.handler.onResponseStarted?.();
-  }
-
-  onHeaders(
-    statusCode: number,
-    rawHeaders: Buffer[],
-    resume: () => void,
-    message: string,
-  ): boolean {
-    return this.handler.onHeaders(statusCode, rawHeaders, resume, message);
-  }
-
-  onData(chunk: Buffer): boolean {
-    return this.handler.onData(chunk);
-  }
-
-  onComplete(trailers: (Buffer | string)[] | null): void {
-    this.handler.onComplete(trailers);
-  }
-
-  onError(error: Error): void {
-    this.handler.onError(error);
-  }
 }
 
 /** A newer-API handler driven through the legacy calls (pause = answer `false`, resume later). */
@@ -85,6 +47,11 @@ class NewApiView implements LegacyHandler {
   onConnect(abort: (reason?: Error) => void, context?: object): void {
     this.controller.abortWith = abort;
     this.handler.onRequestStart?.(this.controller, context);
+  }
+
+  onUpgrade(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: Duplex): void {
+    const headers = util.parseHeaders(rawHeaders ?? []) as IncomingHttpHeaders;
+    this.handler.onRequestUpgrade?.(this.controller, statusCode, headers, socket);
   }
 
   onHeaders(

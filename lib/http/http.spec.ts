@@ -1,14 +1,19 @@
 import { describe, expect, it } from '@jest/globals';
 import type { Dispatcher } from 'undici';
-import { legacyView } from './handler-api.js';
+import { asLegacy } from './handler-api.js';
+import { instanceKey } from './instance-key.js';
 import { LoadBalancer } from './load-balancer.js';
 import { OutlierEjection } from './outlier-ejection.js';
 import { RetryBudget } from './retry-budget.js';
-import { isServiceHost, mayRetry } from './retry-policy.js';
+import { isServiceHost, mayRetry, transportFailure } from './retry-policy.js';
 import { seededRandom as prng } from '../../test/support/seeded-random.harness.js';
 
-const instances = (n: number): { serviceId: string }[] =>
-  Array.from({ length: n }, (_, i) => ({ serviceId: `s${i}` }));
+const ref = (serviceId: string, node = 'n1'): { serviceId: string; node: string } => ({
+  serviceId,
+  node,
+});
+const instances = (n: number): { serviceId: string; node: string }[] =>
+  Array.from({ length: n }, (_, i) => ref(`s${i}`));
 
 describe('LoadBalancer', () => {
   it('round-robin spreads sequential picks evenly, one cursor per service', () => {
@@ -33,12 +38,20 @@ describe('LoadBalancer', () => {
   it('least-request prefers the instance with fewer requests in flight', () => {
     const lb = new LoadBalancer('least-request', prng(2));
     const three = instances(3);
-    const busy = Array.from({ length: 10 }, () => lb.started('s0'));
+    const busy = Array.from({ length: 10 }, () => lb.started(ref('s0')));
     let toBusy = 0;
     for (let i = 0; i < 1_000; i++) if (lb.pick('orders', three)!.serviceId === 's0') toBusy++;
     expect(toBusy).toBe(0); // two distinct choices: s0 always loses to an idle one
     for (const end of busy) end();
-    expect(lb.load('s0')).toBe(0);
+    expect(lb.load(ref('s0'))).toBe(0);
+  });
+
+  it('least-request keys on node + serviceId: the same ID on two nodes is two instances', () => {
+    const lb = new LoadBalancer('least-request', prng(3));
+    const twins = [ref('api', 'node-a'), ref('api', 'node-b')];
+    const busy = Array.from({ length: 5 }, () => lb.started(twins[0]));
+    for (let i = 0; i < 100; i++) expect(lb.pick('api', twins)?.node).toBe('node-b');
+    for (const end of busy) end();
   });
 
   it('no candidates → undefined; one → it', () => {
@@ -60,39 +73,66 @@ describe('OutlierEjection', () => {
     let now = 0;
     const ejection = new OutlierEjection(policy, () => now);
     const four = instances(4);
-    for (let i = 0; i < 4; i++) expect(ejection.failed('s0', four)).toBe(false);
-    expect(ejection.failed('s0', four)).toBe(true);
+    for (let i = 0; i < 4; i++) expect(ejection.failed(ref('s0'), four)).toBe(false);
+    expect(ejection.failed(ref('s0'), four)).toBe(true);
     expect(ejection.eligible(four).map((i) => i.serviceId)).toEqual(['s1', 's2', 's3']);
     now = 30_001;
-    expect(ejection.isEjected('s0')).toBe(false);
+    expect(ejection.isEjected(ref('s0'))).toBe(false);
     expect(ejection.eligible(four)).toHaveLength(4); // re-admitted
-    for (let i = 0; i < 5; i++) ejection.failed('s0', four);
+    for (let i = 0; i < 5; i++) ejection.failed(ref('s0'), four);
     expect(ejection.eligible(four).map((i) => i.serviceId)).toEqual(['s1', 's2', 's3']);
     now += 59_999;
-    expect(ejection.isEjected('s0')).toBe(true); // second time: 60 s
+    expect(ejection.isEjected(ref('s0'))).toBe(true); // second time: 60 s
     now += 2;
-    expect(ejection.isEjected('s0')).toBe(false);
+    expect(ejection.isEjected(ref('s0'))).toBe(false);
   });
 
   it('forgets an instance that left every passing set: back, it starts afresh', () => {
     let now = 0;
     const ejection = new OutlierEjection(policy, () => now);
     const four = instances(4);
-    for (let i = 0; i < 5; i++) ejection.failed('s0', four);
-    expect(ejection.isEjected('s0')).toBe(true);
-    ejection.retain(new Set(['s1', 's2', 's3']));
+    for (let i = 0; i < 5; i++) ejection.failed(ref('s0'), four);
+    expect(ejection.isEjected(ref('s0'))).toBe(true);
+    ejection.retain(new Set(['s1', 's2', 's3'].map((id) => instanceKey(ref(id)))));
     expect(ejection.eligible(four)).toHaveLength(4);
-    for (let i = 0; i < 5; i++) ejection.failed('s0', four);
+    for (let i = 0; i < 5; i++) ejection.failed(ref('s0'), four);
     now = 30_001; // a first ejection again: base, not base × 2
-    expect(ejection.isEjected('s0')).toBe(false);
+    expect(ejection.isEjected(ref('s0'))).toBe(false);
+  });
+
+  it('the same serviceId on two nodes: ejecting one leaves the other', () => {
+    const ejection = new OutlierEjection(policy, () => 0);
+    const twins = [ref('api', 'node-a'), ref('api', 'node-b')];
+    for (let i = 0; i < 5; i++) ejection.failed(twins[0], twins);
+    expect(ejection.eligible(twins)).toEqual([twins[1]]);
+  });
+
+  it('the multiplier falls by one per baseEjectionMs spent un-ejected (a daily blip stays 30 s)', () => {
+    let now = 0;
+    const ejection = new OutlierEjection(policy, () => now);
+    const four = instances(4);
+    const ejectedFor = (): number => {
+      for (let i = 0; i < 5; i++) ejection.failed(ref('s0'), four);
+      const start = now;
+      while (ejection.isEjected(ref('s0'), now)) now += 1_000;
+      return now - start;
+    };
+    for (let day = 0; day < 10; day++) {
+      expect(ejectedFor()).toBe(30_000);
+      now += 86_400_000;
+    }
+    // Back to back: 30 s, 60 s, 90 s; then 31 s un-ejected takes one step off (90 s, not 120 s).
+    const burst = [ejectedFor(), ejectedFor(), ejectedFor()];
+    now += 31_000;
+    expect([...burst, ejectedFor()]).toEqual([30_000, 60_000, 90_000, 90_000]);
   });
 
   it('a success resets the count', () => {
     const ejection = new OutlierEjection(policy, () => 0);
     const two = instances(2);
-    for (let i = 0; i < 4; i++) ejection.failed('s0', two);
-    ejection.succeeded('s0');
-    for (let i = 0; i < 4; i++) expect(ejection.failed('s0', two)).toBe(false);
+    for (let i = 0; i < 4; i++) ejection.failed(ref('s0'), two);
+    ejection.succeeded(ref('s0'));
+    for (let i = 0; i < 4; i++) expect(ejection.failed(ref('s0'), two)).toBe(false);
   });
 
   it('ejects at most maxEjectionPercent (at least one) and uses all when too few are eligible', () => {
@@ -100,7 +140,7 @@ describe('OutlierEjection', () => {
     const three = instances(3);
     const fail = (id: string): boolean => {
       let ejected = false;
-      for (let i = 0; i < 5; i++) ejected = ejection.failed(id, three) || ejected;
+      for (let i = 0; i < 5; i++) ejected = ejection.failed(ref(id), three) || ejected;
       return ejected;
     };
     expect(fail('s0')).toBe(true); // max(1, floor(3 × 50%)) = 1
@@ -108,7 +148,7 @@ describe('OutlierEjection', () => {
     expect(ejection.eligible(three)).toHaveLength(2);
     const two = instances(2);
     const small = new OutlierEjection({ ...policy, maxEjectionPercent: 100 }, () => 0);
-    for (const id of ['s0', 's1']) for (let i = 0; i < 5; i++) small.failed(id, two);
+    for (const id of ['s0', 's1']) for (let i = 0; i < 5; i++) small.failed(ref(id), two);
     expect(small.eligible(two)).toHaveLength(2); // none eligible → all passing
   });
 });
@@ -141,6 +181,27 @@ describe('retry rules', () => {
   });
 
   it.each([
+    ['ECONNREFUSED', true, 'not-sent'],
+    ['UND_ERR_CONNECT_TIMEOUT', false, 'not-sent'],
+    ['ENETUNREACH', false, 'not-sent'],
+    ['EHOSTUNREACH', true, 'not-sent'],
+    ['EADDRNOTAVAIL', false, 'not-sent'],
+    ['ENOTFOUND', false, 'not-sent'],
+    ['EAI_AGAIN', false, 'not-sent'],
+    ['ERR_SSL_WRONG_VERSION_NUMBER', false, 'not-sent'],
+    ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', false, 'not-sent'],
+    ['ECONNRESET', false, 'not-sent'],
+    ['ECONNRESET', true, 'maybe-sent'],
+    ['UND_ERR_SOCKET', true, 'maybe-sent'],
+    ['UND_ERR_INVALID_ARG', false, undefined],
+    ['UND_ERR_DESTROYED', true, undefined],
+    [undefined, false, undefined],
+  ] as const)('transportFailure(%s, connected: %s) → %s', (code, connected, expected) => {
+    // Stubbed errors: a real agent cannot produce DNS or routing failures on loopback on demand.
+    expect(transportFailure(Object.assign(new Error('x'), { code }), connected)).toBe(expected);
+  });
+
+  it.each([
     ['orders', true],
     ['orders-v2', true],
     ['localhost', false],
@@ -154,43 +215,25 @@ describe('retry rules', () => {
   });
 });
 
-describe('legacyView', () => {
+describe('asLegacy', () => {
   const raw = (pairs: [string, string][]): Buffer[] =>
     pairs.flatMap(([k, v]) => [Buffer.from(k), Buffer.from(v)]);
 
-  it('a handler with the legacy methods is forwarded as is, answers included', () => {
-    const calls: unknown[][] = [];
+  it('a handler with the legacy methods is used as is', () => {
     const handler = {
-      onRequestStart: () => calls.push(['newer API used']),
-      onConnect: (_abort: unknown, context?: unknown) => calls.push(['connect', context]),
-      onHeaders: (status: number, headers: Buffer[]) => (
-        calls.push([status, headers.length]),
-        false
-      ),
-      onData: (chunk: Buffer) => (calls.push([chunk.toString()]), true),
-      onComplete: (trailers: unknown) => calls.push(['complete', trailers]),
-      onError: (error: Error) => calls.push(['error', error.message]),
+      onConnect: () => undefined,
+      onHeaders: () => true,
+      onData: () => true,
+      onComplete: () => undefined,
+      onError: () => undefined,
     };
-    const view = legacyView(handler);
-    expect('onRequestStart' in view).toBe(false); // a dispatcher would convert it back
-    view.onConnect(() => undefined, { n: 1 });
-    expect(view.onHeaders(200, raw([['a', '1']]), () => undefined, 'OK')).toBe(false);
-    expect(view.onData(Buffer.from('x'))).toBe(true);
-    view.onComplete(null);
-    view.onError(new Error('e'));
-    expect(calls).toEqual([
-      ['connect', { n: 1 }],
-      [200, 2],
-      ['x'],
-      ['complete', null],
-      ['error', 'e'],
-    ]);
+    expect(asLegacy(handler)).toBe(handler);
   });
 
   it('a newer-API handler gets parsed headers, and pause/resume/abort through its controller', () => {
     const seen: unknown[][] = [];
     let controller!: Dispatcher.DispatchController;
-    const view = legacyView({
+    const view = asLegacy({
       onRequestStart: (c) => (controller = c),
       onResponseStart: (c, status, headers) => (seen.push([status, headers]), c.pause()),
       onResponseData: (_c, chunk) => seen.push([chunk.toString()]),

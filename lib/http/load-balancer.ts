@@ -1,4 +1,5 @@
 import type { HttpStrategy } from '../settings/discovery.settings.js';
+import { instanceKey, type InstanceRef } from './instance-key.js';
 
 const NOTHING = (): void => undefined;
 
@@ -15,7 +16,7 @@ export class LoadBalancer {
     private readonly random: () => number = Math.random,
   ) {}
 
-  pick<T extends { serviceId: string }>(service: string, candidates: readonly T[]): T | undefined {
+  pick<T extends InstanceRef>(service: string, candidates: readonly T[]): T | undefined {
     const n = candidates.length;
     if (n <= 1) return candidates[0];
     switch (this.strategy) {
@@ -25,7 +26,7 @@ export class LoadBalancer {
         const a = candidates[Math.floor(this.random() * n)];
         let b = candidates[Math.floor(this.random() * (n - 1))];
         if (b === a) b = candidates[n - 1];
-        return this.load(b.serviceId) < this.load(a.serviceId) ? b : a;
+        return this.load(b) < this.load(a) ? b : a;
       }
       default: {
         const cursor = this.cursors.get(service) ?? 0;
@@ -35,22 +36,23 @@ export class LoadBalancer {
     }
   }
 
-  /** A request to `serviceId` started; call the returned function when it ends. */
-  started(serviceId: string): () => void {
+  /** A request to `instance` started; call the returned function when it ends. */
+  started(instance: InstanceRef): () => void {
     // Only least-request reads the counts.
     if (this.strategy !== 'least-request') return NOTHING;
-    this.inflight.set(serviceId, this.load(serviceId) + 1);
+    const key = instanceKey(instance);
+    this.inflight.set(key, (this.inflight.get(key) ?? 0) + 1);
     let ended = false;
     return () => {
       if (ended) return;
       ended = true;
-      const left = this.load(serviceId) - 1;
-      if (left > 0) this.inflight.set(serviceId, left);
-      else this.inflight.delete(serviceId);
+      const left = (this.inflight.get(key) ?? 0) - 1;
+      if (left > 0) this.inflight.set(key, left);
+      else this.inflight.delete(key);
     };
   }
 
-  load(serviceId: string): number {
-    return this.inflight.get(serviceId) ?? 0;
+  load(instance: InstanceRef): number {
+    return this.inflight.get(instanceKey(instance)) ?? 0;
   }
 }

@@ -1,3 +1,5 @@
+import { instanceKey, type InstanceRef } from './instance-key.js';
+
 export interface OutlierPolicy {
   consecutiveFailures: number;
   baseEjectionMs: number;
@@ -7,6 +9,7 @@ export interface OutlierPolicy {
 
 interface Record {
   failures: number;
+  /** The multiplier of the next ejection's length, less one; decays while not ejected. */
   timesEjected: number;
   ejectedUntil: number;
 }
@@ -15,7 +18,9 @@ interface Record {
  * Passive ejection, local only: after `consecutiveFailures` failures in a row an instance is
  * skipped for `baseEjectionMs × times ejected` (at most `maxEjectionMs`); at most
  * max(1, floor(n × maxEjectionPercent / 100)) instances of a service are ejected at once, and
- * when fewer than half of the passing instances would be eligible, all of them are used.
+ * when fewer than half of the passing instances would be eligible, all of them are used. The
+ * multiplier falls by one for every `baseEjectionMs` spent un-ejected (Envoy's rule). Instances
+ * are keyed by node + serviceId (instance-key.ts).
  */
 export class OutlierEjection {
   private readonly records = new Map<string, Record>();
@@ -28,37 +33,46 @@ export class OutlierEjection {
   ) {}
 
   /** The instances to pick from: the passing ones minus those ejected now. */
-  eligible<T extends { serviceId: string }>(passing: readonly T[]): readonly T[] {
+  eligible<T extends InstanceRef>(passing: readonly T[]): readonly T[] {
     if (this.ejectionsUntil === 0) return passing;
     const now = this.now();
     if (now >= this.ejectionsUntil) {
       this.ejectionsUntil = 0;
       return passing;
     }
-    const eligible = passing.filter((i) => !this.isEjected(i.serviceId, now));
+    const eligible = passing.filter((i) => !this.isEjected(i, now));
     return eligible.length * 2 < passing.length ? passing : eligible;
   }
 
-  succeeded(serviceId: string): void {
-    const record = this.records.get(serviceId);
+  succeeded(instance: InstanceRef): void {
+    const record = this.records.get(instanceKey(instance));
     if (record) record.failures = 0;
   }
 
   /**
-   * A failure of `serviceId`, one of `passing` (the service's instances now); `true` when it
+   * A failure of `instance`, one of `passing` (the service's instances now); `true` when it
    * ejected the instance.
    */
-  failed(serviceId: string, passing: readonly { serviceId: string }[]): boolean {
-    const record = this.records.get(serviceId) ?? { failures: 0, timesEjected: 0, ejectedUntil: 0 };
-    this.records.set(serviceId, record);
+  failed(instance: InstanceRef, passing: readonly InstanceRef[]): boolean {
+    const key = instanceKey(instance);
+    let record = this.records.get(key);
+    if (!record) {
+      record = { failures: 0, timesEjected: 0, ejectedUntil: 0 };
+      this.records.set(key, record);
+    }
     record.failures++;
     const now = this.now();
-    if (record.failures < this.policy.consecutiveFailures || this.isEjected(serviceId, now)) {
+    if (record.failures < this.policy.consecutiveFailures || record.ejectedUntil > now) {
       return false;
     }
     const cap = Math.max(1, Math.floor((passing.length * this.policy.maxEjectionPercent) / 100));
-    const ejectedNow = passing.filter((i) => this.isEjected(i.serviceId, now)).length;
+    const ejectedNow = passing.filter((i) => this.isEjected(i, now)).length;
     if (ejectedNow >= cap) return false;
+    if (record.timesEjected > 0) {
+      const unejectedMs = now - record.ejectedUntil;
+      const decay = Math.floor(unejectedMs / this.policy.baseEjectionMs);
+      record.timesEjected = Math.max(0, record.timesEjected - decay);
+    }
     record.timesEjected++;
     record.failures = 0;
     record.ejectedUntil =
@@ -67,12 +81,12 @@ export class OutlierEjection {
     return true;
   }
 
-  isEjected(serviceId: string, now = this.now()): boolean {
-    return (this.records.get(serviceId)?.ejectedUntil ?? 0) > now;
+  isEjected(instance: InstanceRef, now = this.now()): boolean {
+    return (this.records.get(instanceKey(instance))?.ejectedUntil ?? 0) > now;
   }
 
-  /** Forget instances that left the passing set. */
-  retain(serviceIds: ReadonlySet<string>): void {
-    for (const id of this.records.keys()) if (!serviceIds.has(id)) this.records.delete(id);
+  /** Forget instances that left the passing set (keys: instance-key.ts). */
+  retain(keys: ReadonlySet<string>): void {
+    for (const key of this.records.keys()) if (!keys.has(key)) this.records.delete(key);
   }
 }

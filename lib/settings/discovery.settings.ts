@@ -350,6 +350,12 @@ export class HttpSettings {
 
   @Nested()
   timeouts = new HttpTimeoutSettings();
+
+  /** A watch opened for a resolved name is released after this long without a call for it. */
+  @IsInt()
+  @Min(100)
+  @Max(86_400_000)
+  idleWatchMs = 60_000;
 }
 
 /** The validated, defaulted settings every part of the module reads (`DISCOVERY_SETTINGS`). */

@@ -1,4 +1,5 @@
-import type { Dispatcher } from 'undici';
+import type { Duplex } from 'node:stream';
+import { Dispatcher, type Agent } from 'undici';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
 import { httpTimeoutMessage } from '../errors/error-messages.js';
 import { NoInstanceError } from '../errors/no-instance.error.js';
@@ -7,12 +8,12 @@ import type { ServiceInstance } from '../protocol/service-discovery.protocol.js'
 import type { HttpSettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
 import type { LoadBalancer } from './load-balancer.js';
-import { asLegacy, legacyView, type LegacyHandler } from './handler-api.js';
+import { asLegacy, type LegacyHandler } from './handler-api.js';
+import { instanceKey } from './instance-key.js';
 import type { OutlierEjection } from './outlier-ejection.js';
 import { isReplayableAsIs, prepareBody, type PreparedBody } from './request-body.js';
-import type { RetryBudget } from './retry-budget.js';
-import { isServiceHost, mayRetry, type AttemptFailure } from './retry-policy.js';
-import type { ServiceResolver } from './service-resolver.js';
+import { isServiceHost, mayRetry, transportFailure, type AttemptFailure } from './retry-policy.js';
+import type { ResolvedName, ServiceResolver } from './service-resolver.js';
 
 /** Per-call options that ride along with the dispatch options (see `DiscoveryHttpClient.fetch`). */
 export const CALL_OPTIONS = Symbol('athomic.discovery.call');
@@ -23,60 +24,62 @@ export interface CallOptions {
   shardKey?: string;
 }
 
-export interface InterceptorParts {
+export interface DispatcherParts {
   settings: HttpSettings;
   resolver: ServiceResolver;
   balancer: LoadBalancer;
   ejection: OutlierEjection;
-  budget: RetryBudget;
   metrics: DiscoveryMetrics;
 }
 
 type DispatchOptions = Dispatcher.DispatchOptions & { [CALL_OPTIONS]?: CallOptions };
 type Abort = (reason?: Error) => void;
 
-const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT']);
-const MAYBE_SENT = new Set([
-  'ECONNRESET',
-  'EPIPE',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-]);
-
-/** Why an attempt failed, for the retry rules; `undefined` = not a failure worth a retry. */
-function failureOf(error: unknown): AttemptFailure | undefined {
-  const code = (error as { code?: string }).code ?? '';
-  if (NOT_SENT.has(code)) return 'not-sent';
-  if (MAYBE_SENT.has(code) || error instanceof AttemptTimeout) return 'maybe-sent';
-  return undefined;
-}
-
-class AttemptTimeout extends Error {
-  readonly code = 'ETIMEDOUT';
-}
-
-/** Thrown at an attempt we abandon ourselves (to retry elsewhere); never reaches the caller. */
-class Abandoned extends Error {}
-
 /**
- * An undici interceptor: a request whose host is a service name goes to one of its passing
- * instances (strategy, ejection), and a failed attempt is tried again on another instance when
- * the retry rules, the body and the budget allow — only before response headers reached the
- * caller. Everything else passes through untouched.
+ * An undici `Dispatcher` over its own `Agent`: a request whose host is a service name goes to one
+ * of its passing instances (strategy, ejection), and a failed attempt is tried again on another
+ * instance when the retry rules, the body and the budget allow — only before response headers
+ * reached the caller. Everything else goes to the agent untouched, with the caller's own handler.
+ * A subclass rather than `compose()`: compose's wrapper converts every handler between undici's
+ * two handler APIs on every callback (README "Overhead").
  */
-export function discoveryInterceptor(
-  parts: InterceptorParts,
-): Dispatcher.DispatcherComposeInterceptor {
-  const origins = new ServiceOrigins();
-  return (dispatch) => (opts: DispatchOptions, handler: Dispatcher.DispatchHandler) => {
-    const origin = origins.get(String(opts.origin));
-    // The legacy API end to end (handler-api.ts): no header conversions on the way.
-    if (!origin) return dispatch(opts, legacyView(handler));
-    new DiscoveryCall(parts, dispatch, opts, asLegacy(handler), origin).start();
+export class DiscoveryDispatcher extends Dispatcher {
+  private readonly origins = new ServiceOrigins();
+
+  constructor(
+    private readonly agent: Agent,
+    private readonly parts: DispatcherParts,
+  ) {
+    super();
+  }
+
+  override dispatch(opts: DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const origin = this.origins.get(String(opts.origin));
+    if (!origin) return this.agent.dispatch(opts, handler);
+    new DiscoveryCall(this.parts, this.agent, opts, asLegacy(handler), origin).start();
     return true;
-  };
+  }
+
+  override close(): Promise<void>;
+  override close(callback: () => void): void;
+  override close(callback?: () => void): Promise<void> | void {
+    if (callback) return void this.agent.close().then(callback, callback);
+    return this.agent.close();
+  }
+
+  override destroy(): Promise<void>;
+  override destroy(error: Error | null): Promise<void>;
+  override destroy(callback: () => void): void;
+  override destroy(error: Error | null, callback: () => void): void;
+  override destroy(
+    errorOrCallback?: Error | null | (() => void),
+    callback?: () => void,
+  ): Promise<void> | void {
+    const error = typeof errorOrCallback === 'function' ? null : (errorOrCallback ?? null);
+    const done = typeof errorOrCallback === 'function' ? errorOrCallback : callback;
+    if (done) return void this.agent.destroy(error).then(done, done);
+    return this.agent.destroy(error);
+  }
 }
 
 const MAX_ORIGINS = 1024;
@@ -122,32 +125,41 @@ class ServiceOrigins {
   }
 }
 
+/** Ends an attempt we abandon ourselves (to retry elsewhere); never reaches the caller. */
+class Abandoned extends Error {}
+
 /** One logical request and its attempts. */
 class DiscoveryCall {
   private readonly service: string;
+  /** Keys (instance-key.ts) of the instances tried. */
   private readonly tried = new Set<string>();
   private readonly options: CallOptions;
-  /** The current attempt's abort. */
-  private current?: Abort;
+  /** upgrade / CONNECT: retried only when not sent. */
+  private readonly upgrade: boolean;
+  /** The current attempt. */
+  private current?: AttemptHandler;
+  private name?: ResolvedName;
   private body: DispatchOptions['body'];
   private replayable = true;
   private retries = 0;
   private responded = false;
   private finished = false;
-  private abortReason?: Error;
+  /** The caller aborted or the deadline passed: the call is over, whatever its attempt does. */
+  abortReason?: Error;
   private deadline?: NodeJS.Timeout;
   private candidates: readonly ServiceInstance[] = [];
   private shardOrder?: string[];
 
   constructor(
-    private readonly parts: InterceptorParts,
-    private readonly dispatch: Dispatcher.Dispatch,
+    private readonly parts: DispatcherParts,
+    private readonly dispatcher: Dispatcher,
     private readonly opts: DispatchOptions,
     private readonly downstream: LegacyHandler,
     private readonly origin: ServiceTarget,
   ) {
     this.service = origin.service;
     this.options = opts[CALL_OPTIONS] ?? {};
+    this.upgrade = Boolean(opts.upgrade) || opts.method === 'CONNECT';
   }
 
   /** The first attempt at once when the body and the passing set are at hand, else after both. */
@@ -157,20 +169,25 @@ class DiscoveryCall {
       {},
     );
     if (this.finished) return; // aborted by the caller before anything started
+    try {
+      this.name = this.parts.resolver.resolve(this.service);
+    } catch (error) {
+      return this.fail(error as Error); // shutting down: nothing is started
+    }
     const deadlineMs = this.options.deadlineMs ?? this.parts.settings.timeouts.deadlineMs;
     if (deadlineMs !== undefined) {
       this.deadline = setTimeout(() => {
         const error = new DiscoveryTimeoutError(
-          `${this.opts.method} ${this.origin.href}`,
+          this.target,
           deadlineMs,
-          httpTimeoutMessage('The call', `${this.opts.method} ${this.origin.href}`, deadlineMs),
+          httpTimeoutMessage('The call', this.target, deadlineMs),
         );
         this.abort(error);
       }, deadlineMs);
       this.deadline.unref();
     }
-    this.parts.budget.request();
-    const known = this.parts.resolver.known(this.service);
+    this.name.budget.request();
+    const known = this.name.watch.snapshot;
     if (known && known.length > 0 && isReplayableAsIs(this.opts.body)) {
       this.ready({ body: this.opts.body, replayable: true }, known);
     } else {
@@ -207,23 +224,23 @@ class DiscoveryCall {
     if (this.abortReason) return this.fail(this.abortReason);
     const instance = this.pick();
     if (!instance) return this.fail(lastError ?? new NoInstanceError(this.service));
-    this.tried.add(instance.serviceId);
+    this.tried.add(instanceKey(instance));
     this.parts.metrics.httpPicked(this.service, instance.serviceId);
-    const ended = this.parts.balancer.started(instance.serviceId);
-    const handler = new AttemptHandler(this, instance, ended);
+    const handler = new AttemptHandler(this, instance, this.parts.balancer.started(instance));
+    this.current = handler;
     // Assigned rather than spread into one literal: measured ~15 µs less CPU per request under
     // load (undici's Request constructor is slow on the literal's shape).
     const opts: DispatchOptions = { ...this.opts };
     opts.origin = instanceOrigin(this.origin.protocol, instance);
     if (opts.body !== this.body) opts.body = this.body;
-    this.dispatch(opts, handler);
+    this.dispatcher.dispatch(opts, handler);
   }
 
   /** The next instance: the shard's ranked order, or the strategy over the eligible ones. */
   private pick(): ServiceInstance | undefined {
-    const passing = this.parts.resolver.known(this.service) ?? this.candidates;
+    const passing = this.passing;
     const untried =
-      this.tried.size === 0 ? passing : passing.filter((i) => !this.tried.has(i.serviceId));
+      this.tried.size === 0 ? passing : passing.filter((i) => !this.tried.has(instanceKey(i)));
     if (this.shardOrder) {
       const eligible = this.parts.ejection.eligible(untried);
       const id = this.shardOrder.find((s) => eligible.some((i) => i.serviceId === s));
@@ -236,24 +253,26 @@ class DiscoveryCall {
   retryAfter(failure: AttemptFailure, error: Error): boolean {
     if (this.responded || this.finished || this.abortReason) return false;
     if (!this.replayable || this.retries >= this.parts.settings.retry.maxRetries) return false;
-    if (!mayRetry(this.opts.method, failure, this.options.idempotent)) return false;
-    if (!this.pick() || !this.parts.budget.tryRetry()) return false;
+    const allowed = this.upgrade
+      ? failure === 'not-sent'
+      : mayRetry(this.opts.method, failure, this.options.idempotent);
+    if (!allowed) return false;
+    if (!this.pick() || !this.name?.budget.tryRetry()) return false;
     this.retries++;
     this.parts.metrics.httpRetried(this.service, failure);
     this.attempt(error);
     return true;
   }
 
-  /** The caller aborted (its signal) or the deadline passed: no further attempt. */
+  /**
+   * The caller aborted (its signal) or the deadline passed: the call rejects now, whatever its
+   * attempt is doing (one still connecting is aborted as soon as it has a connection).
+   */
   abort(reason: Error): void {
+    if (this.finished) return;
     this.abortReason ??= reason;
-    if (this.current) this.current(this.abortReason);
-    else this.fail(this.abortReason);
-  }
-
-  setCurrent(abort: Abort): void {
-    this.current = abort;
-    if (this.abortReason) abort(this.abortReason);
+    this.current?.abortNow(this.abortReason);
+    this.fail(this.abortReason);
   }
 
   /** The caller's answer pauses the attempt (`false`) until it calls `resume`. */
@@ -262,6 +281,13 @@ class DiscoveryCall {
     clearTimeout(this.deadline);
     this.downstream.onResponseStarted?.();
     return this.downstream.onHeaders(statusCode, rawHeaders, resume, message);
+  }
+
+  upgraded(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: Duplex): void {
+    this.responded = true;
+    this.finished = true;
+    clearTimeout(this.deadline);
+    this.downstream.onUpgrade?.(statusCode, rawHeaders, socket);
   }
 
   data(chunk: Buffer): boolean {
@@ -289,15 +315,15 @@ class DiscoveryCall {
     return this.parts.ejection;
   }
 
-  /** A failed attempt on `serviceId`, counted toward its ejection. */
-  failedOn(serviceId: string): void {
-    if (this.parts.ejection.failed(serviceId, this.passing)) {
-      this.parts.metrics.httpEjected(this.service, serviceId);
+  /** A failed attempt on `instance`, counted toward its ejection. */
+  failedOn(instance: ServiceInstance): void {
+    if (this.parts.ejection.failed(instance, this.passing)) {
+      this.parts.metrics.httpEjected(this.service, instance.serviceId);
     }
   }
 
   get passing(): readonly ServiceInstance[] {
-    return this.parts.resolver.known(this.service) ?? this.candidates;
+    return this.name?.watch.snapshot ?? this.candidates;
   }
 
   get target(): string {
@@ -309,7 +335,10 @@ class DiscoveryCall {
 class AttemptHandler implements LegacyHandler {
   private timer?: NodeJS.Timeout;
   private abort?: Abort;
-  private abandoned = false;
+  /** `attemptMs` ended it. */
+  private timedOut?: DiscoveryTimeoutError;
+  /** The call no longer wants it (a retry replaced it, or the call is over). */
+  private abandoned?: Error;
   private done = false;
 
   constructor(
@@ -320,16 +349,33 @@ class AttemptHandler implements LegacyHandler {
 
   onConnect(abort: Abort): void {
     this.abort = abort;
-    this.call.setCurrent(abort);
+    if (this.abandoned) return abort(this.abandoned);
     const attemptMs = this.call.settings.timeouts.attemptMs;
     if (attemptMs !== undefined && this.timer === undefined) {
-      this.timer = setTimeout(
-        () =>
-          abort(new AttemptTimeout(httpTimeoutMessage('An attempt', this.call.target, attemptMs))),
-        attemptMs,
-      );
+      this.timer = setTimeout(() => {
+        const target = this.call.target;
+        this.timedOut = new DiscoveryTimeoutError(
+          target,
+          attemptMs,
+          httpTimeoutMessage('An attempt', target, attemptMs),
+        );
+        abort(this.timedOut);
+      }, attemptMs);
       this.timer.unref();
     }
+  }
+
+  /** Ends this attempt now, or as soon as it has a connection. */
+  abortNow(reason: Error): void {
+    this.abandoned ??= reason;
+    this.abort?.(reason);
+  }
+
+  onUpgrade(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: Duplex): void {
+    this.finish();
+    if (this.abandoned) return void socket.destroy();
+    this.call.ejection.succeeded(this.instance);
+    this.call.upgraded(statusCode, rawHeaders, socket);
   }
 
   onHeaders(
@@ -339,24 +385,24 @@ class AttemptHandler implements LegacyHandler {
     message: string,
   ): boolean {
     clearTimeout(this.timer);
+    if (this.abandoned) return false;
     const { statuses } = this.call.settings.retry;
     if (statuses.includes(statusCode)) {
-      this.call.failedOn(this.instance.serviceId);
+      this.call.failedOn(this.instance);
       const error = new Error(`${this.call.target} answered ${statusCode}`);
       if (this.call.retryAfter('status', error)) {
-        this.abandoned = true;
         this.finish();
-        this.abort?.(new Abandoned());
+        this.abortNow(new Abandoned());
         return false;
       }
     } else {
-      this.call.ejection.succeeded(this.instance.serviceId);
+      this.call.ejection.succeeded(this.instance);
     }
     return this.call.respond(statusCode, rawHeaders, resume, message);
   }
 
   onData(chunk: Buffer): boolean {
-    return this.abandoned || this.call.data(chunk);
+    return this.abandoned !== undefined || this.call.data(chunk);
   }
 
   onComplete(trailers: (Buffer | string)[] | null): void {
@@ -366,11 +412,15 @@ class AttemptHandler implements LegacyHandler {
 
   onError(error: Error): void {
     this.finish();
-    if (this.abandoned) return;
-    const failure = failureOf(error);
-    if (failure) this.call.failedOn(this.instance.serviceId);
+    // Replaced by a retry, or ended by the call (then not the instance's failure: no ejection
+    // count, no retry; the call has rejected already).
+    if (this.abandoned || this.call.abortReason) return;
+    const failure = this.timedOut
+      ? 'maybe-sent'
+      : transportFailure(error, this.abort !== undefined);
+    if (failure) this.call.failedOn(this.instance);
     if (failure && this.call.retryAfter(failure, error)) return;
-    this.call.fail(error);
+    this.call.fail(this.timedOut ?? error);
   }
 
   private finish(): void {
