@@ -416,6 +416,57 @@ it('SIGTERM of one (it deregisters): no request reaches it once the watch droppe
   }
 });
 
+it('rolling restart under load: each of three SIGTERMed and restarted in turn, 32 GETs in parallel: 0 failed', async () => {
+  const group = await children('rolling', { maxLifeMs: 600_000 });
+  const http = await client();
+  await (await http.fetch('http://rolling/whoami')).text();
+  let done = false;
+  const calls: Call[] = [];
+  const running = load(http, 'http://rolling/whoami', CONCURRENCY, () => done, calls);
+  const restarts: string[] = [];
+  try {
+    await waitFor(() => calls.length >= 500, { timeoutMs: 30_000, message: 'load before' });
+    for (let i = 0; i < group.children.length; i++) {
+      const startedAt = performance.now();
+      const before = calls.length;
+      const restarted = await group.restart(i);
+      // The new process answers (the client's watch took it in, and it did not inherit the
+      // failures of its previous life: same node + serviceId) before the next one goes down.
+      const tap = tapHttpAttempts([restarted.origin]);
+      try {
+        await waitFor(() => tap.outcomes.some((o) => o.answered), {
+          timeoutMs: 10_000,
+          intervalMs: 10,
+          message: `restarted ${restarted.serviceId} answering`,
+        });
+      } finally {
+        tap.close();
+      }
+      restarts.push(
+        `${restarted.serviceId} back in ${Math.round(performance.now() - startedAt)} ms ` +
+          `(${calls.length - before} GETs meanwhile)`,
+      );
+    }
+    const after = calls.length;
+    await waitFor(() => calls.length >= after + 1_000, {
+      timeoutMs: 10_000,
+      message: 'load after',
+    });
+    done = true;
+    await running;
+    reportReliability(
+      'http-rolling-restart',
+      `${calls.length} GETs, ${CONCURRENCY} in parallel, through a rolling restart of 3: ` +
+        `${failures(calls).length} failed; ${restarts.join('; ')}`,
+      { calls: calls.length, failed: failures(calls).slice(0, 5), restarts },
+    );
+    expect(failures(calls)).toEqual([]);
+  } finally {
+    done = true;
+    await running;
+  }
+}, 300_000);
+
 it('shardKey reaches the instance whose ShardingService.owns(key) is true', async () => {
   const group = await children('sharded-http', {
     sharding: { partitions: 16, mode: 'cooperative', settleMs: 200, handoffDelayMs: 100 },

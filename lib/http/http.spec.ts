@@ -127,6 +127,13 @@ describe('OutlierEjection', () => {
     expect([...burst, ejectedFor()]).toEqual([30_000, 60_000, 90_000, 90_000]);
   });
 
+  it('failures of an instance no longer passing do not count (it may come back, restarted)', () => {
+    const ejection = new OutlierEjection(policy, () => 0);
+    const others = [ref('s1'), ref('s2')];
+    for (let i = 0; i < 10; i++) expect(ejection.failed(ref('s0'), others)).toBe(false);
+    expect(ejection.isEjected(ref('s0'))).toBe(false);
+  });
+
   it('a success resets the count', () => {
     const ejection = new OutlierEjection(policy, () => 0);
     const two = instances(2);

@@ -55,6 +55,9 @@ export class OutlierEjection {
    */
   failed(instance: InstanceRef, passing: readonly InstanceRef[]): boolean {
     const key = instanceKey(instance);
+    // Gone from the set already (a request that was in flight when it left): a returning
+    // instance with the same identity must not inherit the failures of its previous life.
+    if (!passing.some((i) => instanceKey(i) === key)) return false;
     let record = this.records.get(key);
     if (!record) {
       record = { failures: 0, timesEjected: 0, ejectedUntil: 0 };

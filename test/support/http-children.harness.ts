@@ -46,6 +46,12 @@ export interface HttpChild {
 export interface HttpChildren {
   readonly service: string;
   readonly children: readonly HttpChild[];
+  /**
+   * SIGTERMs `children[index]` (it deregisters and drains), waits for its exit, then starts it
+   * again with the same serviceId on a new port; resolves once Consul holds the new one passing.
+   * The new child takes its place in `children`.
+   */
+  restart(index: number): Promise<HttpChild>;
   /** SIGKILLs the children still running (a stopped one too) and removes their logs. */
   close(): Promise<void>;
 }
@@ -77,19 +83,39 @@ export async function startHttpChildren(s: HttpChildrenSettings): Promise<HttpCh
         ),
       ),
     );
-    const ids = started.map((c) => c.serviceId);
-    await waitFor(
-      async () => {
-        const passing = await s.agent.api().passingIds(s.service);
-        return ids.every((id) => passing.includes(id));
-      },
-      { timeoutMs: readyTimeoutMs, message: `every ${s.service} child passing in Consul` },
-    );
-    return { service: s.service, children: started, close };
+    await waitForPassing(s, started, readyTimeoutMs);
+    const restart = async (index: number): Promise<HttpChild> => {
+      const old = started[index];
+      old.kill('SIGTERM');
+      await old.app.exited;
+      const logFile = path.join(dir, `${old.serviceId}-${Date.now()}.log`);
+      const child = await startHttpChild(s, old.serviceId, logFile, (c) => children.push(c));
+      await waitForPassing(s, [child], readyTimeoutMs);
+      started[index] = child;
+      return child;
+    };
+    return { service: s.service, children: started, restart, close };
   } catch (error) {
     await close();
     throw error;
   }
+}
+
+/** Until Consul holds each of `children` passing, on its own port. */
+async function waitForPassing(
+  s: HttpChildrenSettings,
+  children: readonly HttpChild[],
+  timeoutMs: number,
+): Promise<void> {
+  await waitFor(
+    async () => {
+      const passing = await s.agent.api().healthService(s.service, { passing: true });
+      return children.every((c) =>
+        passing.some((e) => e.Service.ID === c.serviceId && e.Service.Port === c.port),
+      );
+    },
+    { timeoutMs, message: `every ${s.service} child passing in Consul` },
+  );
 }
 
 async function startHttpChild(
