@@ -1,7 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import {
   connect,
   createServer as createTcpServer,
@@ -20,12 +25,15 @@ import {
 import { WatchRegistry } from '../lib/watch/watch.registry.js';
 import {
   freePort,
+  issueServerCert,
+  makeTestCa,
   startConsulAgent,
   stopAllAgents,
   tapHttpAttempts,
   TestApps,
   waitFor,
   type ConsulAgent,
+  type TestCa,
 } from './support/index.js';
 
 // DiscoveryHttpClient the way real deployments use it (DESIGN §6 "Instance identity" to
@@ -392,5 +400,51 @@ describe('DiscoveryHttpClient in real deployments', () => {
     const started = performance.now();
     await expect(http.fetch('http://nowhere/')).rejects.toBeInstanceOf(DiscoveryUnavailableError);
     expect(performance.now() - started).toBeLessThan(200);
+  });
+
+  describe('TLS by service name', () => {
+    let ca: TestCa;
+    beforeAll(async () => {
+      ca = await makeTestCa(await mkdtemp(path.join(tmpdir(), 'http-tls-')));
+    });
+
+    /** An https instance with a certificate for `certifiedAs`; records SNI and Host it saw. */
+    async function httpsInstance(certifiedAs: string) {
+      const { certFile, keyFile } = await issueServerCert(ca, certifiedAs);
+      const seen: { sni: unknown; host?: string }[] = [];
+      const server = createHttpsServer({
+        cert: await readFile(certFile),
+        key: await readFile(keyFile),
+      });
+      server.on('request', (req, res) => {
+        seen.push({ sni: (req.socket as TLSSocket).servername, host: req.headers.host });
+        res.end(certifiedAs);
+      });
+      return { port: await listen(server), seen };
+    }
+
+    it('https://orders/ verifies the certificate against "orders" (SNI too), Host names the instance', async () => {
+      const orders = await httpsInstance('orders');
+      await register('orders', 'orders-1', orders.port);
+      // The CA as a file path here, as PEM text below.
+      const app = await apps.create(options({ tls: { ca: ca.caFile } }));
+      const http = app.get(DiscoveryHttpClient);
+      expect(await (await http.fetch('https://orders/x')).text()).toBe('orders');
+      expect(orders.seen).toEqual([{ sni: 'orders', host: `127.0.0.1:${orders.port}` }]);
+    });
+
+    it('a certificate for another name is refused, as a failed handshake: not sent, retried', async () => {
+      const impostor = await httpsInstance('billing');
+      const genuine = await httpsInstance('payments');
+      await register('payments', 'payments-impostor', impostor.port);
+      await register('payments', 'payments-genuine', genuine.port);
+      const app = await apps.create(options({ tls: { ca: await readFile(ca.caFile, 'utf8') } }));
+      const http = app.get(DiscoveryHttpClient);
+      for (let i = 0; i < 4; i++) {
+        const response = await http.fetch('https://payments/', { method: 'POST', body: 'x' });
+        expect(await response.text()).toBe('payments');
+      }
+      expect(impostor.seen).toEqual([]); // no request ever reached it
+    });
   });
 });

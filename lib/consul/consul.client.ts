@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { types } from 'node:util';
@@ -16,7 +15,6 @@ import {
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { DiscoveryQuery, ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import {
-  PEM_PATTERN,
   type ConsulConnectionSettings,
   type WatchConsistency,
 } from '../settings/discovery.settings.js';
@@ -34,6 +32,7 @@ import type {
   RawTxnResult,
 } from './consul.types.js';
 import type { ConsulTransport } from './consul.transport.js';
+import { readPem } from '../settings/pem.js';
 
 export interface SessionDefinition {
   name: string;
@@ -470,11 +469,6 @@ interface TlsFiles {
   ca?: string;
   cert?: string;
   key?: string;
-}
-
-function readPem(value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
-  return PEM_PATTERN.test(value) ? value : readFileSync(value, 'utf8');
 }
 
 /** The client prefixes messages with `consul: <operation>: `; ours name the operation already. */

@@ -7,6 +7,7 @@ import { checkDiscoverQuery } from '../protocol/service-discovery.arguments.js';
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
+import { readPem } from '../settings/pem.js';
 import { shardRoute } from '../sharding/shard-route.js';
 import { WatchRegistry } from '../watch/watch.registry.js';
 import { createAxiosAdapter } from './axios.adapter.js';
@@ -64,7 +65,18 @@ export class DiscoveryHttpClient {
     @Optional() metrics: DiscoveryMetrics = DiscoveryMetrics.noop,
   ) {
     const { http, consul } = settings;
-    this.agent = new Agent({ connect: { timeout: http.timeouts.connectMs } });
+    const { tls } = http;
+    this.agent = new Agent({
+      connect: {
+        timeout: http.timeouts.connectMs,
+        ...(tls && {
+          ca: readPem(tls.ca),
+          cert: readPem(tls.cert),
+          key: readPem(tls.key),
+          rejectUnauthorized: tls.rejectUnauthorized,
+        }),
+      },
+    });
     this.ejection = new OutlierEjection(http.outlier);
     this.resolver = new ServiceResolver(watches, {
       timeoutMs: consul.timeoutMs,

@@ -32,7 +32,11 @@ export interface DispatcherParts {
   metrics: DiscoveryMetrics;
 }
 
-type DispatchOptions = Dispatcher.DispatchOptions & { [CALL_OPTIONS]?: CallOptions };
+/** `servername`: undici's Request reads it (SNI and the certificate check); its types omit it. */
+type DispatchOptions = Dispatcher.DispatchOptions & {
+  [CALL_OPTIONS]?: CallOptions;
+  servername?: string;
+};
 type Abort = (reason?: Error) => void;
 
 /**
@@ -232,6 +236,8 @@ class DiscoveryCall {
     // load (undici's Request constructor is slow on the literal's shape).
     const opts: DispatchOptions = { ...this.opts };
     opts.origin = instanceOrigin(this.origin.protocol, instance);
+    // TLS by service name: SNI and the certificate check use the name, Host names the instance.
+    if (this.origin.protocol === 'https:') opts.servername = this.service;
     if (opts.body !== this.body) opts.body = this.body;
     this.dispatcher.dispatch(opts, handler);
   }

@@ -300,6 +300,22 @@ describe('createDiscoverySettings', () => {
       { ...valid(), consul: { cert: '-----BEGIN CERTIFICATE-----' } },
       'consul.cert',
     ],
+    [
+      'http.tls ca file missing',
+      { ...valid(), http: { tls: { ca: '/nonexistent/ca.pem' } } },
+      'http.tls.ca',
+    ],
+    [
+      'http.tls key without cert',
+      { ...valid(), http: { tls: { key: '-----BEGIN PRIVATE KEY-----' } } },
+      'http.tls.cert',
+    ],
+    [
+      'http.tls rejectUnauthorized "no"',
+      { ...valid(), http: { tls: { rejectUnauthorized: 'no' } } },
+      'http.tls.rejectUnauthorized',
+    ],
+    ['http.idleWatchMs 10', { ...valid(), http: { idleWatchMs: 10 } }, 'http.idleWatchMs'],
     ['sharding without partitions', { ...valid(), sharding: {} }, 'sharding.partitions'],
     ['sharding partitions 0', { ...valid(), sharding: { partitions: 0 } }, 'sharding.partitions'],
     [

@@ -86,15 +86,8 @@ function checkCrossFieldRules(settings: DiscoverySettings, out: ViolationCollect
   ) {
     out.add('retry.maxDelayMs', 'retry.maxDelayMs must not be smaller than retry.initialDelayMs');
   }
-  for (const field of ['ca', 'cert', 'key'] as const) {
-    const value = consul[field];
-    if (typeof value === 'string' && !PEM_PATTERN.test(value) && !existsSync(value)) {
-      out.add(`consul.${field}`, `consul.${field} must be PEM text or the path of a readable file`);
-    }
-  }
-  if ((consul.cert === undefined) !== (consul.key === undefined)) {
-    out.add('consul.cert', 'consul.cert and consul.key must be given together');
-  }
+  checkTlsMaterial('consul', consul, out);
+  if (settings.http.tls) checkTlsMaterial('http.tls', settings.http.tls, out);
   checkEdges(settings, out);
   checkShardingRules(settings, out);
   const { outlier } = settings.http;
@@ -133,6 +126,26 @@ function checkEdges(settings: DiscoverySettings, out: ViolationCollector): void 
       connectionBudgetMessage(maxSockets, maxLongPolls, AGENT_CONNECTIONS_PER_CLIENT),
     );
     out.add('watch.maxLongPolls', longPollRoomMessage(maxSockets, AGENT_CONNECTIONS_PER_CLIENT));
+  }
+}
+
+/** ca / cert / key: PEM text or a readable file; cert and key together. */
+function checkTlsMaterial(
+  prefix: string,
+  tls: { ca?: string; cert?: string; key?: string },
+  out: ViolationCollector,
+): void {
+  for (const field of ['ca', 'cert', 'key'] as const) {
+    const value = tls[field];
+    if (typeof value === 'string' && !PEM_PATTERN.test(value) && !existsSync(value)) {
+      out.add(
+        `${prefix}.${field}`,
+        `${prefix}.${field} must be PEM text or the path of a readable file`,
+      );
+    }
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    out.add(`${prefix}.cert`, `${prefix}.cert and ${prefix}.key must be given together`);
   }
 }
 

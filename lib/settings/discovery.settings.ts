@@ -337,6 +337,25 @@ export class HttpTimeoutSettings {
   deadlineMs?: number;
 }
 
+/** TLS of the client's connections to instances (`https://name/…`). */
+export class HttpTlsSettings {
+  /** CA, client certificate and key: a PEM string or a path to a PEM file. */
+  @IsOptional()
+  @IsString()
+  ca?: string;
+
+  @IsOptional()
+  @IsString()
+  cert?: string;
+
+  @IsOptional()
+  @IsString()
+  key?: string;
+
+  @IsBoolean()
+  rejectUnauthorized = true;
+}
+
 /** `DiscoveryHttpClient`: calling a service by name. */
 export class HttpSettings {
   @IsIn(HTTP_STRATEGIES)
@@ -356,6 +375,10 @@ export class HttpSettings {
   @Min(100)
   @Max(86_400_000)
   idleWatchMs = 60_000;
+
+  /** Absent: Node's default CAs, no client certificate. */
+  @OptionalNested(HttpTlsSettings)
+  tls?: HttpTlsSettings;
 }
 
 /** The validated, defaulted settings every part of the module reads (`DISCOVERY_SETTINGS`). */
