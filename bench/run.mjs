@@ -15,6 +15,7 @@ import { scaleSection } from './scale.mjs';
 import { shardingSection } from './sharding.mjs';
 import { shardingFailoverSection } from './sharding-failover.mjs';
 import { httpSection } from './http.mjs';
+import { httpBalancingSection } from './http-balancing.mjs';
 import { httpFailoverSection } from './http-failover.mjs';
 import { formatNs, formatRatio, renderTable } from './stats.mjs';
 import { startConsulAgent } from '../.tmp/toolkit/toolkit.js';
@@ -115,6 +116,7 @@ async function main() {
     ['sharding', shardingSection],
     ['shardingFailover', shardingFailoverSection],
     ['http', httpSection],
+    ['httpBalancing', httpBalancingSection],
     ['httpFailover', httpFailoverSection],
   ].filter(([key]) => only.length === 0 || only.includes(key));
   if (sections.length === 0) throw new Error(`no section named ${only.join(', ')}`);

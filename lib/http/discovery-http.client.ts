@@ -83,7 +83,10 @@ export class DiscoveryHttpClient {
       idleWatchMs: http.idleWatchMs,
       newBudget: () => new RetryBudget(http.retry.budgetPercent, http.retry.minPerSecond),
       // Instances that left every passing set are forgotten (a returning one starts afresh).
-      changed: (passing) => this.ejection.retain(passing),
+      changed: (passing) => {
+        this.ejection.retain(passing);
+        this.balancer.retain(passing);
+      },
     });
     this.balancer = new LoadBalancer(http.strategy);
     this.dispatcher = new DiscoveryDispatcher(this.agent, {

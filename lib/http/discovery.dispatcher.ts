@@ -7,7 +7,7 @@ import type { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
 import type { HttpSettings } from '../settings/discovery.settings.js';
 import { shardRoute } from '../sharding/shard-route.js';
-import type { LoadBalancer } from './load-balancer.js';
+import type { AttemptLoad, LoadBalancer } from './load-balancer.js';
 import { asLegacy, type LegacyHandler } from './handler-api.js';
 import { instanceKey } from './instance-key.js';
 import type { OutlierEjection } from './outlier-ejection.js';
@@ -350,7 +350,7 @@ class AttemptHandler implements LegacyHandler {
   constructor(
     private readonly call: DiscoveryCall,
     private readonly instance: ServiceInstance,
-    private readonly ended: () => void,
+    private readonly load: AttemptLoad,
   ) {}
 
   onConnect(abort: Abort): void {
@@ -378,6 +378,7 @@ class AttemptHandler implements LegacyHandler {
   }
 
   onUpgrade(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: Duplex): void {
+    this.load.responded();
     this.finish();
     if (this.abandoned) return void socket.destroy();
     this.call.ejection.succeeded(this.instance);
@@ -392,6 +393,7 @@ class AttemptHandler implements LegacyHandler {
   ): boolean {
     clearTimeout(this.timer);
     if (this.abandoned) return false;
+    this.load.responded();
     const { statuses } = this.call.settings.retry;
     if (statuses.includes(statusCode)) {
       this.call.failedOn(this.instance);
@@ -433,6 +435,6 @@ class AttemptHandler implements LegacyHandler {
     clearTimeout(this.timer);
     if (this.done) return;
     this.done = true;
-    this.ended();
+    this.load.ended();
   }
 }

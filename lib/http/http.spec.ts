@@ -3,6 +3,7 @@ import type { Dispatcher } from 'undici';
 import { asLegacy } from './handler-api.js';
 import { instanceKey } from './instance-key.js';
 import { LoadBalancer } from './load-balancer.js';
+import { EWMA_DECAY_MS, PeakEwma } from './peak-ewma.js';
 import { OutlierEjection } from './outlier-ejection.js';
 import { RetryBudget } from './retry-budget.js';
 import { isServiceHost, mayRetry, transportFailure } from './retry-policy.js';
@@ -42,7 +43,7 @@ describe('LoadBalancer', () => {
     let toBusy = 0;
     for (let i = 0; i < 1_000; i++) if (lb.pick('orders', three)!.serviceId === 's0') toBusy++;
     expect(toBusy).toBe(0); // two distinct choices: s0 always loses to an idle one
-    for (const end of busy) end();
+    for (const attempt of busy) attempt.ended();
     expect(lb.load(ref('s0'))).toBe(0);
   });
 
@@ -51,13 +52,83 @@ describe('LoadBalancer', () => {
     const twins = [ref('api', 'node-a'), ref('api', 'node-b')];
     const busy = Array.from({ length: 5 }, () => lb.started(twins[0]));
     for (let i = 0; i < 100; i++) expect(lb.pick('api', twins)?.node).toBe('node-b');
-    for (const end of busy) end();
+    for (const attempt of busy) attempt.ended();
+  });
+
+  it('p2c-ewma sends little to an instance answering 10× slower, and nothing lost on the others', () => {
+    let now = 0;
+    const lb = new LoadBalancer('p2c-ewma', prng(4), () => now);
+    const three = instances(3);
+    const picks = new Map<string, number>();
+    // Sequential calls, each answered after its instance's latency: s0 takes 50 ms, others 5 ms.
+    for (let i = 0; i < 3_000; i++) {
+      const instance = lb.pick('orders', three)!;
+      picks.set(instance.serviceId, (picks.get(instance.serviceId) ?? 0) + 1);
+      const attempt = lb.started(instance);
+      now += instance.serviceId === 's0' ? 50 : 5;
+      attempt.responded();
+      attempt.ended();
+    }
+    // Its cost decays while it is not picked, so it is probed now and then; round-robin: 1,000.
+    expect(picks.get('s0')).toBeLessThan(100);
+    expect(lb.load(ref('s0'))).toBe(0);
+  });
+
+  it('p2c-ewma weighs requests in flight: equal latency, the busier one loses', () => {
+    let now = 0;
+    const lb = new LoadBalancer('p2c-ewma', prng(5), () => now);
+    const two = instances(2);
+    for (const i of two) {
+      const attempt = lb.started(i);
+      now += 10;
+      attempt.responded();
+      attempt.ended();
+    }
+    const busy = [lb.started(ref('s1')), lb.started(ref('s1'))];
+    for (let i = 0; i < 100; i++) expect(lb.pick('orders', two)?.serviceId).toBe('s0');
+    for (const attempt of busy) attempt.ended();
   });
 
   it('no candidates → undefined; one → it', () => {
     const lb = new LoadBalancer('least-request');
     expect(lb.pick('x', [])).toBeUndefined();
     expect(lb.pick('x', instances(1))?.serviceId).toBe('s0');
+  });
+});
+
+describe('PeakEwma', () => {
+  it('a slower observation is the cost at once; a faster one is averaged in by elapsed time', () => {
+    let now = 0;
+    const ewma = new PeakEwma(() => now);
+    ewma.observe('a', 10);
+    ewma.observe('a', 100); // peak
+    expect(ewma.cost('a', [])).toBe(100);
+    now += EWMA_DECAY_MS;
+    ewma.observe('a', 10);
+    expect(ewma.cost('a', [])).toBeCloseTo(100 * Math.exp(-1) + 10 * (1 - Math.exp(-1)), 6);
+  });
+
+  it('decays toward 0 while nothing is observed (an instance left alone is tried again)', () => {
+    let now = 0;
+    const ewma = new PeakEwma(() => now);
+    ewma.observe('a', 100);
+    now += 2 * EWMA_DECAY_MS;
+    expect(ewma.cost('a', [])).toBeCloseTo(100 * Math.exp(-2), 6);
+  });
+
+  it("a new key starts at the median of its peers' costs", () => {
+    const ewma = new PeakEwma(() => 0);
+    for (const [key, ms] of [
+      ['a', 10],
+      ['b', 40],
+      ['c', 20],
+    ] as const)
+      ewma.observe(key, ms);
+    expect(ewma.cost('new', ['a', 'b', 'c', 'new'])).toBe(20);
+    expect(ewma.cost('other', ['a', 'b'])).toBe(25);
+    expect(ewma.cost('alone', [])).toBe(0);
+    ewma.retain(new Set(['a']));
+    expect(ewma.cost('b', ['a'])).toBe(10); // forgotten: new again, at the median
   });
 });
 

@@ -257,7 +257,7 @@ export class ShardingSettings {
   lock = new ShardingLockSettings();
 }
 
-export const HTTP_STRATEGIES = ['round-robin', 'random', 'least-request'] as const;
+export const HTTP_STRATEGIES = ['round-robin', 'random', 'least-request', 'p2c-ewma'] as const;
 export type HttpStrategy = (typeof HTTP_STRATEGIES)[number];
 
 export class HttpRetrySettings {

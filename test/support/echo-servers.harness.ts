@@ -11,11 +11,17 @@ export interface EchoServers {
 
 /**
  * `count` minimal HTTP servers in ONE child process (test/support/fixtures/echo-servers.mjs), so
- * that a client measured in this process does not share its event loop with them.
+ * that a client measured in this process does not share its event loop with them; server `i`
+ * answers after `delaysMs[i]` ms (default 0).
  */
-export async function startEchoServers(count: number): Promise<EchoServers> {
+export async function startEchoServers(
+  count: number,
+  delaysMs: readonly number[] = [],
+): Promise<EchoServers> {
   const fixture = path.join(repoRoot(), 'test', 'support', 'fixtures', 'echo-servers.mjs');
-  const child = fork(fixture, [String(count)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(fixture, [String(count), delaysMs.join(',')], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const [message] = (await Promise.race([
     once(child, 'message'),
     once(child, 'exit').then(() => {

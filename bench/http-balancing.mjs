@@ -1,0 +1,104 @@
+// 7b. Latency-aware balancing: three instances behind one name, one answering 10× slower than the
+// others (50 ms vs 5 ms; test/support/fixtures/echo-servers.mjs delays), 32 concurrent GET
+// loops. p50/p99 per request for round-robin, least-request and p2c-ewma, next to the same load
+// on three healthy instances (round-robin), all in one run, in interleaved rounds. Target: p2c-ewma p99 ≤ 1.5× the
+// healthy baseline's.
+import { startEchoServers, tapHttpAttempts } from '../.tmp/toolkit/toolkit.js';
+import { DiscoveryHttpClient } from '../dist/index.js';
+import { discoveryApp, moduleOptions } from './apps.mjs';
+import { summarize } from './stats.mjs';
+
+const FAST_MS = 5;
+const SLOW_MS = 50;
+const CONCURRENCY = 32;
+const WARMUP = 1_000;
+const ROUNDS = 4;
+const PER_ROUND = 3_000;
+const P99_TARGET = 1.5;
+
+/** `count` GETs of `url` by `width` workers; each request's latency in ns. */
+async function latencies(http, url, count, width) {
+  const samples = [];
+  let left = count;
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (left-- > 0) {
+        const t0 = process.hrtime.bigint();
+        const response = await http.fetch(url);
+        const text = await response.text();
+        if (text !== 'ok') throw new Error(`unexpected answer ${text}`);
+        samples.push(Number(process.hrtime.bigint() - t0));
+      }
+    }),
+  );
+  return samples;
+}
+
+export async function httpBalancingSection({ agent, api, report }) {
+  const delays = [FAST_MS, FAST_MS, FAST_MS, FAST_MS, FAST_MS, SLOW_MS];
+  const servers = await startEchoServers(delays.length, delays);
+  const ids = [];
+  try {
+    await api.inBatches(servers.ports, delays.length, async (port, i) => {
+      const service = i < 3 ? 'bench-healthy' : 'bench-skewed';
+      ids.push(`${service}-${i}`);
+      await api.register(service, `${service}-${i}`, port);
+    });
+    const runs = [
+      ['all healthy (baseline), round-robin', 'bench-healthy', 'round-robin'],
+      ['one 10× slower, round-robin', 'bench-skewed', 'round-robin'],
+      ['one 10× slower, least-request', 'bench-skewed', 'least-request'],
+      ['one 10× slower, p2c-ewma', 'bench-skewed', 'p2c-ewma'],
+    ];
+    const section = `7b. Balancing with one instance 10× slower (${FAST_MS} vs ${SLOW_MS} ms, 3 instances, ${CONCURRENCY} concurrent)`;
+    // Rounds, each running every configuration in turn (alternating order), so the machine's
+    // drift hits all of them; each configuration's samples pooled.
+    const samples = Object.fromEntries(runs.map(([name]) => [name, []]));
+    const toSlow = Object.fromEntries(runs.map(([name]) => [name, 0]));
+    const slowOrigin = `http://127.0.0.1:${servers.ports[delays.length - 1]}`;
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, service, strategy] of round % 2 === 0 ? runs : [...runs].reverse()) {
+        const client = await discoveryApp(
+          moduleOptions(agent, { register: false, http: { strategy } }),
+        );
+        try {
+          const http = client.app.get(DiscoveryHttpClient);
+          await latencies(http, `http://${service}/x`, WARMUP, CONCURRENCY);
+          const url = `http://${service}/x`;
+          const tap = tapHttpAttempts([slowOrigin]);
+          try {
+            samples[name].push(...(await latencies(http, url, PER_ROUND, CONCURRENCY)));
+          } finally {
+            tap.close();
+          }
+          toSlow[name] += tap.attempts.length;
+        } finally {
+          await client.close();
+        }
+      }
+    }
+    const results = Object.fromEntries(runs.map(([name]) => [name, summarize(samples[name])]));
+    const baseline = results[runs[0][0]];
+    for (const [name] of runs) {
+      const s = results[name];
+      const ratio = s.p99 / baseline.p99;
+      const p2c = name.endsWith('p2c-ewma');
+      report.row({
+        section,
+        name,
+        unit: 'ns',
+        stats: s,
+        note:
+          `p99 ${ratio.toFixed(2)}× the baseline's` +
+          (name === runs[0][0]
+            ? ''
+            : `; ${((100 * toSlow[name]) / s.n).toFixed(1)}% of requests to the slow one`),
+        ...(p2c && { target: { text: `p99 ≤ ${P99_TARGET}× baseline`, met: ratio <= P99_TARGET } }),
+      });
+    }
+    return { results, toSlow };
+  } finally {
+    await servers.stop();
+    await Promise.all(ids.map((id) => api.deregister(id)));
+  }
+}
