@@ -435,10 +435,19 @@ it('rolling restart under load: each of three SIGTERMed and restarted in turn, 3
       const tap = tapHttpAttempts([restarted.origin]);
       try {
         await waitFor(() => tap.outcomes.some((o) => o.answered), {
-          timeoutMs: 10_000,
+          timeoutMs: 20_000,
           intervalMs: 10,
           message: `restarted ${restarted.serviceId} answering`,
         });
+      } catch (error) {
+        // What the client would pick now, and what reached the new process.
+        const picks = [0, 1, 2].map(() => http.choose('rolling')?.port);
+        throw new Error(
+          `${(error as Error).message}; picks now on ports ${picks.join(', ')} (new: ` +
+            `${restarted.port}); attempts to it ${tap.attempts.length}, failed ` +
+            JSON.stringify(tap.failures.slice(0, 3)),
+          { cause: error },
+        );
       } finally {
         tap.close();
       }
