@@ -7,6 +7,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
+import { brotliCompressSync, gunzipSync, gzipSync } from 'node:zlib';
+import axios, { isAxiosError } from 'axios';
 import {
   connect,
   createServer as createTcpServer,
@@ -445,6 +447,113 @@ describe('DiscoveryHttpClient in real deployments', () => {
         expect(await response.text()).toBe('payments');
       }
       expect(impostor.seen).toEqual([]); // no request ever reached it
+    });
+  });
+
+  describe("the axios adapter, as axios's own http adapter", () => {
+    let seen: string[];
+    let server: Server;
+
+    beforeAll(async () => {
+      seen = [];
+      server = createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          seen.push(`${req.method} ${req.url}`);
+          const route = new URL(req.url ?? '/', 'http://x');
+          const hops = Number(route.searchParams.get('hops') ?? 0);
+          if (route.pathname === '/loop') {
+            res.writeHead(302, { location: `/loop?hops=${hops + 1}` }).end();
+          } else if (route.pathname === '/start') {
+            res.writeHead(302, { location: 'http://axios-target/next' }).end(); // by name again
+          } else if (route.pathname === '/next') {
+            res.writeHead(301, { location: '/end' }).end(); // relative
+          } else if (route.pathname === '/posted') {
+            res.writeHead(303, { location: '/end' }).end();
+          } else if (route.pathname === '/gzip' || route.pathname === '/br') {
+            const json = Buffer.from(JSON.stringify({ compressed: route.pathname }));
+            const zipped = route.pathname === '/gzip' ? gzipSync(json) : brotliCompressSync(json);
+            res.writeHead(200, {
+              'content-type': 'application/json',
+              'content-encoding': route.pathname.slice(1),
+            });
+            res.end(zipped);
+          } else if (route.pathname === '/teapot') {
+            res.statusMessage = 'Short And Stout';
+            res.writeHead(418).end();
+          } else {
+            res.writeHead(200, { 'content-type': 'text/plain' }).end('x'.repeat(100));
+          }
+        });
+      });
+      await register('axios-target', 'axios-target-1', await listen(server));
+    });
+
+    async function axiosClient() {
+      const app = await apps.create(options());
+      return axios.create({ adapter: app.get(DiscoveryHttpClient).axiosAdapter() });
+    }
+
+    it('follows redirects (each hop resolved again), a 303 after a POST as a GET; statusText', async () => {
+      const client = await axiosClient();
+      seen.length = 0;
+      const response = await client.get<string>('http://axios-target/start');
+      expect([response.status, response.statusText, response.data.length]).toEqual([
+        200,
+        'OK',
+        100,
+      ]);
+      expect(seen).toEqual(['GET /start', 'GET /next', 'GET /end']);
+      seen.length = 0;
+      await client.post('http://axios-target/posted', { a: 1 });
+      expect(seen).toEqual(['POST /posted', 'GET /end']);
+      const teapot = await client.get('http://axios-target/teapot', { validateStatus: () => true });
+      expect([teapot.status, teapot.statusText]).toEqual([418, 'Short And Stout']);
+    });
+
+    it('maxRedirects bounds the hops (0: the redirect is the answer)', async () => {
+      const client = await axiosClient();
+      const tooMany = await client
+        .get('http://axios-target/loop', { maxRedirects: 3 })
+        .catch((e: unknown) => e);
+      expect(isAxiosError(tooMany) && tooMany.code).toBe('ERR_FR_TOO_MANY_REDIRECTS');
+      const none = await client.get('http://axios-target/loop', {
+        maxRedirects: 0,
+        validateStatus: () => true,
+      });
+      expect([none.status, none.headers.location]).toEqual([302, '/loop?hops=1']);
+    });
+
+    it('decodes gzip and br bodies (and drops content-encoding); decompress: false keeps them', async () => {
+      const client = await axiosClient();
+      for (const kind of ['gzip', 'br']) {
+        const response = await client.get(`http://axios-target/${kind}`);
+        expect(response.data).toEqual({ compressed: `/${kind}` });
+        expect(response.headers['content-encoding']).toBeUndefined();
+      }
+      const raw = await client.get<ArrayBuffer>('http://axios-target/gzip', {
+        decompress: false,
+        responseType: 'arraybuffer',
+      });
+      expect(JSON.parse(gunzipSync(Buffer.from(raw.data)).toString())).toEqual({
+        compressed: '/gzip',
+      });
+    });
+
+    it('maxContentLength and maxBodyLength are enforced (the latter before anything is sent)', async () => {
+      const client = await axiosClient();
+      const large = await client
+        .get('http://axios-target/end', { maxContentLength: 10 })
+        .catch((e: unknown) => e);
+      expect(isAxiosError(large) && large.message).toBe('maxContentLength size of 10 exceeded');
+      seen.length = 0;
+      const body = await client
+        .post('http://axios-target/end', 'abcdefgh', { maxBodyLength: 5 })
+        .catch((e: unknown) => e);
+      expect(isAxiosError(body) && body.message).toBe(
+        'Request body larger than maxBodyLength limit',
+      );
+      expect(seen).toEqual([]);
     });
   });
 });
