@@ -36,6 +36,8 @@ export class DiscoveryService
 {
   private readonly prewarmed: { unsubscribe(): void }[] = [];
   private shutdownDeadline?: number;
+  /** Counts `registerSelf()` / `deregisterSelf()` calls: the last one called decides. */
+  private selfCalls = 0;
 
   constructor(
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
@@ -63,21 +65,28 @@ export class DiscoveryService
 
   /**
    * Registers this instance (TTL check starting passing) and starts its heartbeat; exclusive
-   * sharding resumes owning partitions.
+   * sharding resumes owning partitions (unless `deregisterSelf()` was called since).
    */
   async registerSelf(): Promise<boolean> {
+    const call = ++this.selfCalls;
     const registered = await this.registration.register();
-    if (registered) this.sharding.restore();
+    if (registered && call === this.selfCalls) this.sharding.restore();
     return registered;
   }
 
   /**
    * Stops the heartbeat and deregisters; once `true`, nothing registers it again until
    * `registerSelf()`. Exclusive sharding first drains and releases its locks (`owns()` is false
-   * from the call on): deregistering first would put every partition through the lock-delay.
+   * from the call on): deregistering first would put every partition through the lock-delay. A
+   * `registerSelf()` called meanwhile comes later and wins: this one then resolves `false`.
    */
   async deregisterSelf(): Promise<boolean> {
-    await this.sharding.withdraw();
+    const call = ++this.selfCalls;
+    const withdrawing = this.sharding.withdraw();
+    if (withdrawing) {
+      await withdrawing;
+      if (call !== this.selfCalls) return false;
+    }
     return this.registration.deregister();
   }
 

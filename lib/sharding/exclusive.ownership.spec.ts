@@ -352,6 +352,27 @@ describe('ExclusiveOwnership: stalls and races', () => {
     expect([ownership.token(0), ownership.token(1)]).toEqual([2, 2]);
   });
 
+  it('shutdown keeps time for deregistering: a slow release is sent, not awaited past half of what the drain left', async () => {
+    setup(1);
+    ownership.assign([0]);
+    pass();
+    await tick();
+    // The agent applies a release at once, its answer takes 10 s.
+    const unlock = transport.unlock.bind(transport);
+    jest.spyOn(transport, 'unlock').mockImplementation((key, session) => {
+      const answer = unlock(key, session);
+      return new Promise((resolve) => setTimeout(() => resolve(answer), 10_000));
+    });
+    let stoppedAt: number | undefined;
+    const start = Date.now();
+    // The handler ignores its signal: the drain gets half of 2 s, release and destroy half the rest.
+    void ownership.stop(start + 2_000).then(() => (stoppedAt = Date.now() - start));
+    await tick(1_600);
+    expect(heldInConsul(1)).toEqual([]);
+    expect(stoppedAt).toBeDefined();
+    expect(stoppedAt).toBeLessThanOrEqual(1_500);
+  });
+
   it('shutdown with acquisitions in flight releases what they were granted', async () => {
     setup(2);
     pass();

@@ -197,15 +197,20 @@ export class ExclusiveOwnership implements Ownership {
     clearTimeout(this.retryTimer);
     clearTimeout(this.lapseTimer);
     this.target.clear();
-    const cut = setTimeout(this.cutDrains, shutdownDrainMs(this.config.drainTimeoutMs, deadline));
+    const drainMs = shutdownDrainMs(this.config.drainTimeoutMs, deadline);
+    const cut = setTimeout(this.cutDrains, drainMs);
     cut.unref();
+    // Releasing and destroying the session get half of what remains after the drains, the rest
+    // is kept for deregistering: a slow agent must not keep the instance registered. Requests
+    // sent by then land even if their answers come later.
+    const releaseBy = deadline - (deadline - Date.now() - drainMs) / 2;
     this.stopRuns();
-    await withDeadline(this.idle(), deadline - Date.now());
+    await withDeadline(this.idle(), releaseBy - Date.now());
     clearTimeout(cut);
     const session = this.session;
     this.session = undefined;
-    if (session) await withDeadline(this.client.destroySession(session), deadline - Date.now());
-    await withDeadline(this.prefixLoop, deadline - Date.now());
+    if (session) await withDeadline(this.client.destroySession(session), releaseBy - Date.now());
+    await withDeadline(this.prefixLoop, releaseBy - Date.now());
   }
 
   private onPass(sentAt: number): void {

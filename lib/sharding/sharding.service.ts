@@ -156,10 +156,10 @@ export class ShardingService {
   /**
    * Before `deregisterSelf()` (exclusive): `owns()` false at once, handlers drained and locks
    * released — no lock-delay for the next owner — before deregistering would invalidate the
-   * session.
+   * session. `undefined` when there is nothing to withdraw (cooperative, or sharding off).
    */
-  withdraw(): Promise<void> {
-    return this.exclusive?.withdraw() ?? Promise.resolve();
+  withdraw(): Promise<void> | undefined {
+    return this.exclusive?.withdraw();
   }
 
   /** After a successful `registerSelf()`: ownership resumes (exclusive: locks asked again). */
