@@ -90,6 +90,7 @@ describe.each(['consul', 'in-memory'] as const)('writeFenced on %s', (kind) => {
     expect(first).toMatchObject({ committed: true, lockIndex: 1 });
     const created = await transport.readKey(key);
     expect(created).toEqual({
+      lockIndex: 0,
       value: 'v1',
       modifyIndex: (first as { modifyIndex: number }).modifyIndex,
     });

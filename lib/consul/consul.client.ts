@@ -63,10 +63,13 @@ export interface LockEntry {
  */
 export const LOCAL_DATACENTER = '';
 
-/** A key's value and the index a `cas` of it must name. */
+/** A key's value, the index a `cas` of it must name, and its lock. */
 export interface KeyValue {
   value: string;
   modifyIndex: number;
+  lockIndex: number;
+  /** The session holding it, if any. */
+  session?: string;
 }
 
 /** A write of `key` that commits only while `session` holds `lockKey` and `key` is unchanged. */
@@ -269,7 +272,13 @@ export class ConsulClient implements ConsulTransport {
     const [, entry] = await this.call('kv.get', options, this.settings.timeoutMs, (raw) =>
       this.client.kv.get({ ...raw, key }),
     );
-    return entry ? { value: entry.Value ?? '', modifyIndex: entry.ModifyIndex } : undefined;
+    if (!entry) return undefined;
+    return {
+      value: entry.Value ?? '',
+      modifyIndex: entry.ModifyIndex,
+      lockIndex: entry.LockIndex,
+      session: entry.Session || undefined,
+    };
   }
 
   /**

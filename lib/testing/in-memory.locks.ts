@@ -33,7 +33,7 @@ export class InMemoryLocks {
   private readonly sessions = new Map<string, Session>();
   private readonly keys = new Map<string, Key>();
   /** Plain keys (scheduled jobs' records), apart from the lock keys. */
-  private readonly records = new Map<string, KeyValue>();
+  private readonly records = new Map<string, { value: string; modifyIndex: number }>();
   /** The index of the KV store: its last write. */
   private kvIndex: number;
 
@@ -115,9 +115,19 @@ export class InMemoryLocks {
     return true;
   }
 
+  /** A record, or a lock key (whose value the double does not keep). */
   read(name: string): KeyValue | undefined {
     const record = this.records.get(name);
-    return record && { ...record };
+    if (record) return { ...record, lockIndex: 0 };
+    const lock = this.keys.get(name);
+    return (
+      lock && {
+        value: '',
+        modifyIndex: lock.modifyIndex,
+        lockIndex: lock.lockIndex,
+        session: lock.session,
+      }
+    );
   }
 
   /**
