@@ -1,6 +1,9 @@
-import { Module } from '@nestjs/common';
+import { type DynamicModule, Module } from '@nestjs/common';
 import { DiscoveryModule as NestDiscoveryModule } from '@nestjs/core';
-import { ConfigurableClusterScheduleModule } from './cluster-schedule.module-definition.js';
+import {
+  ConfigurableClusterScheduleModule,
+  type ClusterScheduleModuleOptions,
+} from './cluster-schedule.module-definition.js';
 import { ClusterScheduler } from './cluster-scheduler.js';
 
 /**
@@ -12,4 +15,9 @@ import { ClusterScheduler } from './cluster-scheduler.js';
   providers: [ClusterScheduler],
   exports: [ClusterScheduler],
 })
-export class ClusterScheduleModule extends ConfigurableClusterScheduleModule {}
+export class ClusterScheduleModule extends ConfigurableClusterScheduleModule {
+  /** Every option has its default: `forRoot()` is enough. */
+  static forRoot(options: ClusterScheduleModuleOptions = {}): DynamicModule {
+    return super.forRoot(options);
+  }
+}
