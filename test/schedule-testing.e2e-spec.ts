@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { Injectable } from '@nestjs/common';
 import { Cron, ScheduleModule, SchedulerRegistry } from '@nestjs/schedule';
+import { TerminusModule } from '@nestjs/terminus';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { firstValueFrom, filter } from 'rxjs';
 import { DiscoverySettingsError, ShardingService } from '../lib/index.js';
@@ -11,6 +12,7 @@ import {
   type JobFire,
 } from '../lib/schedule/index.js';
 import { DiscoveryTestingModule, InMemoryDiscovery } from '../lib/testing/index.js';
+import { DiscoveryHealthIndicator } from '../lib/terminus/index.js';
 import { CapturingLogger, waitFor } from './support/index.js';
 
 // @ClusterCron on the in-memory double (DiscoveryTestingModule): the jobs run in memory, and a
@@ -57,8 +59,9 @@ async function compile(
       }),
       ScheduleModule.forRoot(),
       ClusterScheduleModule.forRoot({}),
+      TerminusModule,
     ],
-    providers: providers as never[],
+    providers: [DiscoveryHealthIndicator, ...(providers as never[])],
   })
     .setLogger(logs)
     .compile();
@@ -90,6 +93,9 @@ describe('@ClusterCron on DiscoveryTestingModule', () => {
       message: 'holds both jobs',
     });
     expect(scheduler.running()).toEqual(['broken', 'report']);
+    // The health details list them.
+    const health = await app.get(DiscoveryHealthIndicator).isHealthy();
+    expect(health.discovery).toMatchObject({ status: 'up', jobs: ['broken', 'report'] });
 
     const t1 = new Date('2020-12-31T23:00:00.000Z');
     await scheduler.fire('report', t1);

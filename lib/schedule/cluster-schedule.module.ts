@@ -1,5 +1,6 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { DiscoveryModule as NestDiscoveryModule } from '@nestjs/core';
+import { CLUSTER_JOBS } from '../discovery.constants.js';
 import {
   ConfigurableClusterScheduleModule,
   type ClusterScheduleModuleOptions,
@@ -12,8 +13,8 @@ import { ClusterScheduler } from './cluster-scheduler.js';
  */
 @Module({
   imports: [NestDiscoveryModule],
-  providers: [ClusterScheduler],
-  exports: [ClusterScheduler],
+  providers: [ClusterScheduler, { provide: CLUSTER_JOBS, useExisting: ClusterScheduler }],
+  exports: [ClusterScheduler, CLUSTER_JOBS],
 })
 export class ClusterScheduleModule extends ConfigurableClusterScheduleModule {
   /** Every option has its default: `forRoot()` is enough. */

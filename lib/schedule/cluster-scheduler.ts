@@ -10,7 +10,7 @@ import { DiscoveryService as NestDiscoveryService, MetadataScanner, ModuleRef } 
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { CronJob } from 'cron';
 import type { ConsulTransport } from '../consul/consul.transport.js';
-import { CONSUL_CLIENT, DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { CONSUL_CLIENT, DISCOVERY_SETTINGS, type RunningJobs } from '../discovery.constants.js';
 import { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import { duplicateJobMessage, scheduleNeedsExclusiveMessage } from '../errors/error-messages.js';
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
@@ -43,7 +43,7 @@ const LOCK_READ_RETRY_MS = 250;
  */
 @Injectable()
 export class ClusterScheduler
-  implements OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown
+  implements RunningJobs, OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown
 {
   private readonly logger = new Logger(ClusterScheduler.name);
   private readonly jobs = new Map<string, ClusterJob>();
