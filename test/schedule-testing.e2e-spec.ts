@@ -29,6 +29,17 @@ class Ticks {
 }
 
 @Injectable()
+class Exports {
+  /** The first run waits for its signal: it is aborted unfinished. */
+  @ClusterCron('0 0 0 1 1 *', { name: 'export', delivery: 'at-least-once' })
+  async export(fire: JobFire): Promise<void> {
+    fires.push(fire);
+    if (fires.length > 1) return;
+    await new Promise((resolve) => fire.signal.addEventListener('abort', resolve, { once: true }));
+  }
+}
+
+@Injectable()
 class Reports {
   // Once a year: the clock never fires them during the test, only fire() does.
   @ClusterCron('0 0 0 1 1 *', { name: 'report', timeZone: 'Europe/Paris' })
@@ -155,6 +166,35 @@ describe('@ClusterCron on DiscoveryTestingModule', () => {
     const instants = fires.map((f) => f.scheduledAt.getTime());
     expect(new Set(instants).size).toBe(instants.length);
     expect([...instants].sort((a, b) => a - b)).toEqual(instants);
+  });
+});
+
+describe('@ClusterCron delivery', () => {
+  it('at-least-once: a run aborted unfinished (the partition lost) runs again on the next hold, late, with a higher token', async () => {
+    const app = await compile([Exports]);
+    await app.init();
+    const scheduler = app.get(ClusterScheduler);
+    const sharding = app.get(ShardingService);
+    const owning = (n: number) =>
+      firstValueFrom(sharding.assignments$.pipe(filter((a) => a.owned.length === n)));
+    await waitFor(() => scheduler.running().length === 1, {
+      timeoutMs: 5_000,
+      message: 'holds export',
+    });
+    const t = new Date('2021-12-31T23:00:00.000Z');
+    const first = scheduler.fire('export', t);
+    await waitFor(() => fires.length === 1, { timeoutMs: 5_000, message: 'the first run' });
+
+    app.get(InMemoryDiscovery).setPassing('jobs-a', false);
+    await owning(0);
+    await first;
+    expect(fires[0].signal.aborted).toBe(true);
+
+    app.get(InMemoryDiscovery).setPassing('jobs-a', true);
+    const again = await waitFor(() => fires[1], { timeoutMs: 5_000, message: 'the run again' });
+    expect(again.scheduledAt).toEqual(t);
+    expect(again.late).toBe(true);
+    expect(again.token).toBeGreaterThan(fires[0].token);
   });
 });
 

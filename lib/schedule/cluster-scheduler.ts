@@ -16,7 +16,7 @@ import { duplicateJobMessage, scheduleNeedsExclusiveMessage } from '../errors/er
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import { ViolationCollector } from '../protocol/input.reader.js';
 import { abortableDelay } from '../resilience/abortable-delay.js';
-import type { DiscoverySettings } from '../settings/discovery.settings.js';
+import { KV_PREFIX_PATTERN, type DiscoverySettings } from '../settings/discovery.settings.js';
 import { ShardingService } from '../sharding/sharding.service.js';
 import type { DeclaredJob } from './cluster-cron.decorator.js';
 import {
@@ -73,7 +73,7 @@ export class ClusterScheduler
    * Fires job `name` for `scheduledAt` now, as its timer would: claimed and run if this instance
    * holds the job. Resolves once the run (if any) ended. For tests and manual triggers.
    */
-  fire(name: string, scheduledAt: Date): Promise<void> {
+  async fire(name: string, scheduledAt: Date): Promise<void> {
     const job = this.jobs.get(name);
     if (!job)
       throw new DiscoverySettingsError(
@@ -87,7 +87,7 @@ export class ClusterScheduler
     const settings = this.moduleRef.get<DiscoverySettings>(DISCOVERY_SETTINGS, { strict: false });
     const out = new ViolationCollector();
     const keyPrefix = this.options.keyPrefix ?? DEFAULT_JOB_KEY_PREFIX;
-    if (typeof keyPrefix !== 'string' || !/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(keyPrefix)) {
+    if (typeof keyPrefix !== 'string' || !KV_PREFIX_PATTERN.test(keyPrefix)) {
       out.add(
         'keyPrefix',
         'keyPrefix must be a KV key prefix like athomic/jobs (no leading or trailing /)',
