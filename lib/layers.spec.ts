@@ -19,11 +19,15 @@ const LAYERS: readonly (readonly string[])[] = [
   // The entry points: the main one and the subpaths (testing/ builds on the module's providers).
   ['index.ts', 'testing'],
   // Subpath entry points that pull in optional peers: nothing below may load them.
-  ['terminus'],
+  ['terminus', 'schedule'],
 ];
 
 /** Optional peers: only their subpath folder may import them. */
-const OPTIONAL_PEERS: Readonly<Record<string, string>> = { '@nestjs/terminus': 'terminus' };
+const OPTIONAL_PEERS: Readonly<Record<string, string>> = {
+  '@nestjs/terminus': 'terminus',
+  '@nestjs/schedule': 'schedule',
+  cron: 'schedule',
+};
 
 const LIB = dirname(fileURLToPath(import.meta.url));
 

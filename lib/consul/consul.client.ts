@@ -62,6 +62,29 @@ export interface LockEntry {
  */
 export const LOCAL_DATACENTER = '';
 
+/** A key's value, the index a `cas` of it must name, and its lock. */
+export interface KeyValue {
+  value: string;
+  modifyIndex: number;
+  lockIndex: number;
+  /** The session holding it, if any. */
+  session?: string;
+}
+
+/** A write of `key` that commits only while `session` holds `lockKey` and `key` is unchanged. */
+export interface FencedWrite {
+  lockKey: string;
+  session: string;
+  key: string;
+  /** The `ModifyIndex` `key` must still have; 0 = it must not exist yet. */
+  index: number;
+  value: string;
+}
+
+export type FencedWriteResult =
+  | { committed: true; lockIndex: number; modifyIndex: number }
+  | { committed: false; reason: string };
+
 /** One check the local agent runs (`/v1/agent/checks`); `serviceId` `''` for a node check. */
 export interface LocalCheck {
   checkId: string;
@@ -232,7 +255,7 @@ export class ConsulClient implements ConsulTransport {
     if (response.statusCode === 200 && entry) {
       return { acquired: true, lockIndex: entry.LockIndex, modifyIndex: entry.ModifyIndex };
     }
-    return { acquired: false, reason: result.Errors?.map((e) => e.What).join('; ') ?? '' };
+    return { acquired: false, reason: txnErrors(result) };
   }
 
   /** Releases `key` if `session` holds it (`?release=`: no lock-delay follows); `true` = released. */
@@ -241,6 +264,45 @@ export class ConsulClient implements ConsulTransport {
       this.client.kv.set({ key, value: '', release: session, ...raw }),
     );
     return released === true;
+  }
+
+  /** One key's value; `undefined` when it does not exist. */
+  async readKey(key: string, options: CallOptions = {}): Promise<KeyValue | undefined> {
+    const [, entry] = await this.call('kv.get', options, this.settings.timeoutMs, (raw) =>
+      this.client.kv.get({ ...raw, key }),
+    );
+    if (!entry) return undefined;
+    return {
+      value: entry.Value ?? '',
+      modifyIndex: entry.ModifyIndex,
+      lockIndex: entry.LockIndex,
+      session: entry.Session || undefined,
+    };
+  }
+
+  /**
+   * One transaction: `check-session` of `lockKey` (its answer carries the lock's `LockIndex`) and
+   * a `cas` of `key` at `index`; both commit or neither. Refused (the session does not hold the
+   * lock, the index is stale): `{ committed: false, reason }` from Consul's 409.
+   */
+  async writeFenced(write: FencedWrite): Promise<FencedWriteResult> {
+    const operations: RawTxnOperation[] = [
+      { KV: { Verb: 'check-session', Key: write.lockKey, Session: write.session } },
+      {
+        KV: {
+          Verb: 'cas',
+          Key: write.key,
+          Value: Buffer.from(write.value).toString('base64'),
+          Index: write.index,
+        },
+      },
+    ];
+    const [response, result] = await this.put<RawTxnResult>('txn', '/txn', operations, [409]);
+    const [lock, written] = result.Results ?? [];
+    if (response.statusCode === 200 && lock && written) {
+      return { committed: true, lockIndex: lock.KV.LockIndex, modifyIndex: written.KV.ModifyIndex };
+    }
+    return { committed: false, reason: txnErrors(result) };
   }
 
   /** Blocking query on every key under `prefix` (`?recurse`); no key yet → `[]`. */
@@ -474,6 +536,10 @@ interface TlsFiles {
 /** The client prefixes messages with `consul: <operation>: `; ours name the operation already. */
 function stripPrefix(message: string): string {
   return message.replace(/^consul: [\w.]+: /, '');
+}
+
+function txnErrors(result: RawTxnResult): string {
+  return result.Errors?.map((e) => e.What).join('; ') ?? '';
 }
 
 function consulIndex(response: RawResponse): number {

@@ -1,6 +1,9 @@
 import type {
   BlockingReadOptions,
   CallOptions,
+  FencedWrite,
+  FencedWriteResult,
+  KeyValue,
   LocalCheck,
   LockAttempt,
   LockEntry,
@@ -41,6 +44,9 @@ export interface ConsulTransport {
   lock(key: string, session: string, value: string): Promise<LockAttempt>;
   unlock(key: string, session: string): Promise<boolean>;
   watchPrefix(prefix: string, options: BlockingReadOptions): Promise<IndexedResult<LockEntry[]>>;
+  // Records written under a held lock, for scheduled jobs' claims.
+  readKey(key: string, options?: CallOptions): Promise<KeyValue | undefined>;
+  writeFenced(write: FencedWrite): Promise<FencedWriteResult>;
   /** Ends every request in flight; idempotent. */
   close(): void;
 }

@@ -28,8 +28,12 @@ export interface RawConsulClient {
   };
   kv: {
     get(
-      opts: RawCallOptions & RawReadOptions & { key: string; recurse?: boolean },
+      opts: RawCallOptions & RawReadOptions & { key: string; recurse: true },
     ): Promise<[RawResponse, RawKvEntry[] | undefined]>;
+    /** One key: its entry, or `undefined` when it does not exist (404). */
+    get(
+      opts: RawCallOptions & RawReadOptions & { key: string },
+    ): Promise<[RawResponse, RawKvEntry | undefined]>;
     set(
       opts: RawCallOptions & { key: string; value: string; acquire?: string; release?: string },
     ): Promise<[RawResponse, boolean]>;
@@ -97,7 +101,14 @@ export interface RawSession {
 
 /** `/v1/txn` operations we send (the KV verbs). */
 export interface RawTxnOperation {
-  KV: { Verb: 'lock' | 'unlock' | 'get'; Key: string; Value?: string; Session?: string };
+  KV: {
+    Verb: 'lock' | 'unlock' | 'get' | 'check-session' | 'cas';
+    Key: string;
+    Value?: string;
+    Session?: string;
+    /** `cas`: the `ModifyIndex` the key must still have (0 = it must not exist). */
+    Index?: number;
+  };
 }
 
 export interface RawTxnResult {

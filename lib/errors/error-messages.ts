@@ -102,3 +102,9 @@ export const tokenHeaderMessage = (): string =>
 
 export const waitTimeCapMessage = (capMs: number): string =>
   `watch.waitTime must not be greater than ${capMs / 60_000}m (Consul caps a blocking query's wait there)`;
+
+export const scheduleNeedsExclusiveMessage = (mode: string | undefined): string =>
+  `sharding.mode must be 'exclusive' for @ClusterCron jobs (it is ${mode === undefined ? 'not configured' : `'${mode}'`}): a fire is claimed under the lock of the job's partition`;
+
+export const duplicateJobMessage = (name: string): string =>
+  `${name} names two cron jobs: @ClusterCron names are unique among all the jobs of SchedulerRegistry`;

@@ -50,6 +50,8 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
   private readonly picks?: CounterInstrument;
   private readonly retries?: CounterInstrument;
   private readonly ejections?: CounterInstrument;
+  private readonly jobFires?: CounterInstrument;
+  private readonly jobLateness?: HistogramInstrument;
   private readonly observers: [ObservableInstrument, ObservationCallback][] = [];
   private registration?: { states: readonly string[]; current: () => string };
   private partitions?: { mode: string; owned: () => number };
@@ -100,6 +102,15 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
     this.ejections = meter.createCounter('discovery.http.ejections', {
       description: 'Instances ejected by passive outlier detection',
       unit: '{ejection}',
+    });
+    this.jobFires = meter.createCounter('discovery.jobs.fires', {
+      description: 'Scheduled instants of cluster jobs by outcome: run, late, skipped or failed',
+      unit: '{fire}',
+    });
+    this.jobLateness = meter.createHistogram('discovery.jobs.lateness', {
+      description: 'How long after its scheduled instant a late run of a cluster job started',
+      unit: 's',
+      advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
     });
     this.observe(
       meter.createObservableUpDownCounter('discovery.registration.status', {
@@ -192,6 +203,20 @@ export class DiscoveryMetrics implements OnApplicationShutdown {
       'discovery.service.name': service,
       'discovery.service.id': serviceId,
     });
+  }
+
+  /** `count` instants of `job` that ended as `outcome`. */
+  jobFired(job: string, outcome: 'run' | 'late' | 'skipped' | 'failed', count = 1): void {
+    this.jobFires?.add(count, {
+      ...this.self,
+      'discovery.job.name': job,
+      'discovery.job.outcome': outcome,
+    });
+  }
+
+  /** A late run of `job` that started `seconds` after its instant. */
+  jobLate(job: string, seconds: number): void {
+    this.jobLateness?.record(seconds, { ...this.self, 'discovery.job.name': job });
   }
 
   /** Stops the observable callbacks: a closed app reports nothing more. */

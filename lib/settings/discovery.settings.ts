@@ -192,7 +192,7 @@ export type ShardingMode = (typeof SHARDING_MODES)[number];
 export const SHARD_META_KEYS = ['shardPartitions', 'shardBalance', 'shardWeight'] as const;
 
 /** A Consul KV key prefix: segments of letters, digits, `_`, `-` and `.`, no leading slash. */
-const KV_PREFIX_PATTERN = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+export const KV_PREFIX_PATTERN = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 
 export class ShardingLockSettings {
   /** KV key of partition p: `<prefix>/<service name>/<p>`. */

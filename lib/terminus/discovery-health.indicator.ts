@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
 import { HealthIndicatorService, type HealthIndicatorResult } from '@nestjs/terminus';
-import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
+import { CLUSTER_JOBS, DISCOVERY_SETTINGS, type RunningJobs } from '../discovery.constants.js';
 import { DiscoveryService } from '../discovery.service.js';
 import { DiscoverySettings } from '../settings/discovery.settings.js';
 import { ShardingService } from '../sharding/sharding.service.js';
@@ -19,7 +20,11 @@ export class DiscoveryHealthIndicator {
     private readonly discovery: DiscoveryService,
     private readonly sharding: ShardingService,
     @Inject(DISCOVERY_SETTINGS) private readonly settings: DiscoverySettings,
+    private readonly moduleRef: ModuleRef,
   ) {}
+
+  /** `ClusterScheduleModule`'s jobs, wherever it is imported; `null` without it. */
+  private jobs?: RunningJobs | null;
 
   /**
    * Up with `{ enabled: false }` when discovery is off (the agent is not asked). Otherwise up when
@@ -47,8 +52,20 @@ export class DiscoveryHealthIndicator {
         freshness: this.discovery.freshness(name),
       })),
       owned: this.settings.sharding ? this.sharding.owned().length : undefined,
+      jobs: this.runningJobs()?.running(),
       now: Date.now(),
     });
     return up ? indicator.up({ ...details }) : indicator.down({ ...details });
+  }
+
+  private runningJobs(): RunningJobs | null {
+    if (this.jobs === undefined) {
+      try {
+        this.jobs = this.moduleRef.get<RunningJobs>(CLUSTER_JOBS, { strict: false });
+      } catch {
+        this.jobs = null;
+      }
+    }
+    return this.jobs;
   }
 }

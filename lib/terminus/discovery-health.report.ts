@@ -22,6 +22,8 @@ export interface DiscoveryHealthDetails {
   watches?: Record<string, WatchHealth>;
   /** When sharding is configured: how many partitions this instance owns. */
   sharding?: { owned: number };
+  /** With `@athomic/discovery/schedule`: the `@ClusterCron` jobs this instance runs now. */
+  jobs?: string[];
   /** Why it is down; absent when up. */
   reasons?: string[];
 }
@@ -33,6 +35,8 @@ export interface HealthReportInput {
   watches: readonly { name: string; freshness: Freshness | undefined }[];
   /** Owned partitions; `undefined` when sharding is not configured. */
   owned?: number;
+  /** Jobs run here; `undefined` without `ClusterScheduleModule`. */
+  jobs?: string[];
   /** `Date.now()` */
   now: number;
 }
@@ -64,6 +68,7 @@ export function healthReport(input: HealthReportInput): {
     }
   }
   if (input.owned !== undefined) details.sharding = { owned: input.owned };
+  if (input.jobs !== undefined) details.jobs = input.jobs;
   if (reasons.length > 0) details.reasons = reasons;
   return { up: reasons.length === 0, details };
 }

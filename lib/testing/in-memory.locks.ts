@@ -1,5 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { LockAttempt, LockEntry, SessionDefinition } from '../consul/consul.client.js';
+import type {
+  FencedWrite,
+  FencedWriteResult,
+  KeyValue,
+  LockAttempt,
+  LockEntry,
+  SessionDefinition,
+} from '../consul/consul.client.js';
 import { ConsulResponseError } from '../errors/consul-response.error.js';
 import { parseDuration } from '../protocol/duration.util.js';
 import { serviceIdOfCheck, type InMemoryCatalog } from './in-memory.catalog.js';
@@ -25,6 +32,8 @@ interface Key extends LockEntry {
 export class InMemoryLocks {
   private readonly sessions = new Map<string, Session>();
   private readonly keys = new Map<string, Key>();
+  /** Plain keys (scheduled jobs' records), apart from the lock keys. */
+  private readonly records = new Map<string, { value: string; modifyIndex: number }>();
   /** The index of the KV store: its last write. */
   private kvIndex: number;
 
@@ -104,6 +113,52 @@ export class InMemoryLocks {
     key.modifyIndex = this.nextIndex();
     this.catalog.commit();
     return true;
+  }
+
+  /** A record, or a lock key (whose value the double does not keep). */
+  read(name: string): KeyValue | undefined {
+    const record = this.records.get(name);
+    if (record) return { ...record, lockIndex: 0 };
+    const lock = this.keys.get(name);
+    return (
+      lock && {
+        value: '',
+        modifyIndex: lock.modifyIndex,
+        lockIndex: lock.lockIndex,
+        session: lock.session,
+      }
+    );
+  }
+
+  /**
+   * Consul's `/v1/txn` of `check-session` + `cas`: all or nothing; a refusal lists every failed
+   * operation, in 1.8.7's words.
+   */
+  writeFenced(write: FencedWrite): FencedWriteResult {
+    const lock = this.keys.get(write.lockKey);
+    const record = this.records.get(write.key);
+    const errors: string[] = [];
+    if (!lock) {
+      errors.push(`failed to check session, key "${write.lockKey}" doesn't exist`);
+    } else if (lock.session !== write.session) {
+      errors.push(
+        `failed session check for key "${write.lockKey}", current session "${lock.session ?? ''}" != "${write.session}"`,
+      );
+    }
+    if ((record?.modifyIndex ?? 0) !== write.index) {
+      errors.push(`failed to set key "${write.key}", index is stale`);
+    }
+    if (!lock || errors.length > 0) return { committed: false, reason: errors.join('; ') };
+    // Consul leaves an unchanged value's index as it was.
+    if (record?.value !== write.value) {
+      this.records.set(write.key, { value: write.value, modifyIndex: this.nextIndex() });
+      this.catalog.commit();
+    }
+    return {
+      committed: true,
+      lockIndex: lock.lockIndex,
+      modifyIndex: this.records.get(write.key)!.modifyIndex,
+    };
   }
 
   entries(prefix: string): LockEntry[] {

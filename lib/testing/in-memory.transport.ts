@@ -1,6 +1,9 @@
 import type {
   BlockingReadOptions,
   CallOptions,
+  FencedWrite,
+  FencedWriteResult,
+  KeyValue,
   LocalCheck,
   LockAttempt,
   LockEntry,
@@ -172,6 +175,16 @@ export class InMemoryTransport implements ConsulTransport {
       () => this.locks.index,
       () => this.locks.entries(prefix),
     );
+  }
+
+  async readKey(key: string, options: CallOptions = {}): Promise<KeyValue | undefined> {
+    this.open('kv.get', options.signal);
+    return Promise.resolve(this.locks.read(key));
+  }
+
+  async writeFenced(write: FencedWrite): Promise<FencedWriteResult> {
+    this.open('txn');
+    return Promise.resolve(this.locks.writeFenced(write));
   }
 
   /** Every blocking query in wait ends (rejected as aborted), and so does its timer. */

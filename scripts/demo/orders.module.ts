@@ -7,12 +7,19 @@ import {
   type OnApplicationBootstrap,
 } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
+import { ScheduleModule } from '@nestjs/schedule';
 import {
   DiscoveryModule,
   DiscoveryService,
   ShardingService,
   type DiscoveryModuleOptions,
 } from '@athomic/discovery';
+import { ClusterCron, ClusterScheduleModule, type JobFire } from '@athomic/discovery/schedule';
+
+import type { JobMessage } from './support/children.js';
+
+/** Cluster jobs need exclusive sharding: the cooperative variant of the demo runs none. */
+const EXCLUSIVE = process.env.DEMO_SHARD_MODE !== 'cooperative';
 
 /** The demo's keyspace: orders are split into this many partitions. */
 export const PARTITIONS = 32;
@@ -31,6 +38,25 @@ export class OrdersWorker implements OnApplicationBootstrap {
       (_partition, { signal }) =>
         new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve())),
     );
+  }
+}
+
+/** A job every second, run once per instant across the instances; each run goes to the parent. */
+@Injectable()
+export class OrdersDigest {
+  constructor(private readonly discovery: DiscoveryService) {}
+
+  @ClusterCron('* * * * * *', { name: 'digest' })
+  digest({ scheduledAt, token, late }: JobFire): void {
+    if (!process.connected) return;
+    const message: JobMessage = {
+      type: 'job',
+      serviceId: this.discovery.self.serviceId,
+      at: scheduledAt.getTime(),
+      token,
+      late,
+    };
+    process.send?.(message);
   }
 }
 
@@ -112,8 +138,9 @@ export class OrdersController {
         };
       },
     }),
+    ...(EXCLUSIVE ? [ScheduleModule.forRoot(), ClusterScheduleModule.forRoot()] : []),
   ],
   controllers: [OrdersController],
-  providers: [OrdersWorker],
+  providers: [OrdersWorker, ...(EXCLUSIVE ? [OrdersDigest] : [])],
 })
 export class OrdersModule {}

@@ -3,6 +3,8 @@
  * partitions (exclusive mode: a Consul lock per partition, with fencing tokens); a directory app
  * discovers them; one instance leaves with SIGTERM, one crashes (SIGKILL) and a fourth joins,
  * and after each the live table shows who owns what, what moved and how long the handoff took.
+ * Last act (exclusive mode): a @ClusterCron job every second on three instances, its owner
+ * SIGKILLed: one run per second, the late catch-up run and the new owner's higher token.
  * Then everything the demo started is stopped again. Uses the agent at CONSUL_HTTP_ADDR when one
  * answers, else starts a throw-away dev agent on free loopback ports. DEMO_SHARD_MODE=cooperative
  * runs the instances in cooperative mode instead.
@@ -23,7 +25,13 @@ import {
 import { freePort } from '../../test/support/ports.harness.js';
 import { waitFor } from '../../test/support/wait-for.harness.js';
 import { leaderOf, targetFromEnv, waitForLeader, type ConsulTarget } from './support/agent.js';
-import { describeExit, InstanceProcess, type ReadyMessage } from './support/children.js';
+import {
+  describeExit,
+  InstanceProcess,
+  isJobMessage,
+  type JobMessage,
+  type ReadyMessage,
+} from './support/children.js';
 import { getJson, httpRequest } from './support/http.js';
 import { DemoLogger } from './support/logger.js';
 import { info, step, table, totalSeconds, warn } from './support/output.js';
@@ -306,8 +314,67 @@ async function main(): Promise<void> {
     `handoffs: SIGTERM ${leave} ms, SIGKILL ${failover} ms (${crashBound}), ` +
       `join ${join} ms (from ready)`,
   );
+  if (process.env.DEMO_SHARD_MODE !== 'cooperative') await jobAct(agent.target);
   const problems = await stopEverything();
   if (problems.length > 0) throw new Error(`cleanup failed:\n  ${problems.join('\n  ')}`);
+}
+
+/** A time of day, to the millisecond. */
+function clock(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 23);
+}
+
+/**
+ * `@ClusterCron('* * * * * *', { name: 'digest' })` (orders.module.ts) on three instances: one run
+ * per second across them; its owner is SIGKILLed; the new owner runs the latest missed instant
+ * late (the others it reports skipped in its log) and goes on with a higher token.
+ */
+async function jobAct(target: ConsulTarget): Promise<void> {
+  step(`Starting ${SERVICE}-5, so that three instances run the 'digest' job (every second)`);
+  await startInstance(5, target);
+  const runs: JobMessage[] = [];
+  const arrivals = new Map<JobMessage, number>();
+  const alive = started.instances.filter((i) => i.running);
+  for (const instance of alive) {
+    instance.child.on('message', (message: unknown) => {
+      if (!isJobMessage(message)) return;
+      runs.push(message);
+      arrivals.set(message, Date.now());
+    });
+  }
+  const print = (run: JobMessage): void =>
+    info(
+      `digest ${clock(run.at)} run by ${run.serviceId}, token ${run.token}` +
+        (run.late ? '  ← late: the catch-up of a missed instant' : ''),
+    );
+  await waitFor(() => runs.length >= 4, { timeoutMs: 20_000, message: '4 runs of digest' });
+  runs.slice(0, 4).forEach(print);
+  const owner = runs.at(-1)!.serviceId;
+  const victim = alive.find((i) => i.label === owner)!;
+  step(`Killing ${owner}, the job's owner, with SIGKILL`);
+  const killedAt = Date.now();
+  const before = runs.length;
+  crashed.push(owner);
+  await victim.kill();
+  const late = await waitFor(() => runs.slice(before).find((r) => r.late), {
+    timeoutMs: 20_000,
+    message: 'the late catch-up run',
+  });
+  await waitFor(() => runs.length >= runs.indexOf(late) + 3, {
+    timeoutMs: 10_000,
+    message: 'runs after the catch-up',
+  });
+  runs.slice(4).forEach(print);
+  const instants = runs.map((r) => r.at);
+  const once = new Set(instants).size === instants.length;
+  const lastBefore = runs[before - 1];
+  info(
+    `the late run (of ${clock(late.at)}) came ${arrivals.get(late)! - killedAt} ms after the kill ` +
+      `(${crashBound}); ${late.serviceId}'s log reports the instants between ${clock(lastBefore.at)} ` +
+      `and it as skipped; token ${lastBefore.token} → ${late.token}; each instant run at most once: ${once}`,
+  );
+  if (!once) throw new Error('an instant of digest ran twice');
+  if (late.token <= lastBefore.token) throw new Error('the new owner has no higher token');
 }
 
 /**

@@ -45,6 +45,8 @@ export interface ChildAppOptions {
   shard?: ShardTuning;
   /** Serve HTTP on `options.service.port` (CHILD_APP_HTTP, see the fixture); POST bodies go to `logFile`. */
   http?: { logFile: string };
+  /** Another fixture speaking the same protocol (default CHILD_APP_FIXTURE), with its own variables. */
+  fixture?: { path: string; env?: Record<string, string> };
 }
 
 export interface ShardTuning {
@@ -90,6 +92,7 @@ export function startChildApp({
   maxLifeMs = 60_000,
   shard,
   http,
+  fixture,
 }: ChildAppOptions): ChildApp {
   const dist = path.join(repoRoot(), 'dist', 'index.js');
   if (!existsSync(dist)) throw new Error(`${dist} is missing: run \`npm run build\` first`);
@@ -103,7 +106,8 @@ export function startChildApp({
     CHILD_APP_SHARD: JSON.stringify(shard ?? {}),
   });
   if (http) env.CHILD_APP_HTTP = JSON.stringify(http);
-  const child = spawn(process.execPath, [CHILD_APP_FIXTURE], {
+  Object.assign(env, fixture?.env);
+  const child = spawn(process.execPath, [fixture?.path ?? CHILD_APP_FIXTURE], {
     env,
     stdio: ['pipe', 'pipe', 'pipe'],
   });

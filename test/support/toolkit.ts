@@ -17,6 +17,7 @@ export * from './http-attempts.harness.js';
 export * from './http-children.harness.js';
 export * from './http-failover.harness.js';
 export * from './ports.harness.js';
+export * from './schedule-children.harness.js';
 export * from './seeded-random.harness.js';
 export * from './shard-children.harness.js';
 export * from './wait-for.harness.js';

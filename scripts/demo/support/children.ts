@@ -28,6 +28,24 @@ export interface AssignmentMessage {
   tokens: Record<number, number>;
 }
 
+/** What an instance sends for each run of the demo's `@ClusterCron` job. */
+export interface JobMessage {
+  type: 'job';
+  serviceId: string;
+  /** The scheduled instant (ms). */
+  at: number;
+  token: number;
+  late: boolean;
+}
+
+export function isJobMessage(message: unknown): message is JobMessage {
+  return (
+    typeof message === 'object' &&
+    message !== null &&
+    (message as { type?: unknown }).type === 'job'
+  );
+}
+
 export function isAssignmentMessage(message: unknown): message is AssignmentMessage {
   return (
     typeof message === 'object' &&
