@@ -126,7 +126,7 @@ export const FOUND_ON_FIXES: Regression[] = [
 ];
 
 /**
- * Found on the merged fixes (main at 038166f, with issue-15x and issue-15r): still violated, reported
+ * Found on the merged fixes (main at 940c6ea, with issue-15x and issue-15r): still violated, reported
  * to the fix owners. `regressions.spec.ts` expects them to fail (`it.failing`): once fixed, that
  * case fails and the seed moves to `REGRESSIONS`.
  */
@@ -136,5 +136,17 @@ export const OPEN: Regression[] = [
     seed: 1480,
     path: '0',
     violated: 'converged: partition 0 is run by nobody; its owner is orders-a',
+  },
+  {
+    defect: 'exclusive: lost passes and an invalidated session, ownership never resumes',
+    seed: 110990,
+    path: '0',
+    violated: 'converged: partition 1 is run by nobody; its owner is orders-b',
+  },
+  {
+    defect: 'exclusive: lost passes and an invalidated session, ownership never resumes',
+    seed: 126407,
+    path: '0',
+    violated: 'converged: partition 0 is run by nobody; its owner is orders-b',
   },
 ];
