@@ -17,6 +17,8 @@ const OPTIONAL = [
   'axios',
   '@opentelemetry/api',
   '@opentelemetry/sdk-metrics',
+  '@nestjs/schedule',
+  'cron',
 ];
 
 interface Instance {
@@ -43,12 +45,22 @@ interface ConsumerOutput {
   /** The same code on `DiscoveryTestingModule` (`@athomic/discovery/testing`). */
   doubled: Instance[];
   doubledFetch: string;
+  /** `@nestjs/schedule`'s version, with `@athomic/discovery/schedule` in use. */
+  schedule?: string;
+  /** `ClusterScheduler.running()` while the app ran. */
+  jobs?: string[];
+  /** `ShardingService.token()` of the job's partition. */
+  jobToken?: number;
+  /** The `JobFire`s of the 1-second `@ClusterCron` job, as its handler recorded them. */
+  fires?: { name: string; scheduledAt: string; token: number }[];
 }
 
 interface Consumer {
   /** Node runs this fixture (both, for the bare install). */
   files: string[];
   major: string;
+  /** `@nestjs/schedule`'s major for this Nest line (the one that peers it). */
+  schedule?: string;
   packages: string[];
 }
 
@@ -56,7 +68,8 @@ interface Consumer {
  * The packed tarball (what npm publishes) installed into fresh folders: a NestJS 11 CommonJS app
  * (require(esm)) and a NestJS 12 ESM app with every optional peer use all three entry points
  * (register, discover, fetch and axios by name, a terminus health check, the in-memory double,
- * metrics into the consumer's own SDK); a NestJS 12 install without any optional peer loads the
+ * metrics into the consumer's own SDK, a `@ClusterCron` job of `@athomic/discovery/schedule` with
+ * exclusive sharding, on @nestjs/schedule 6 and 12 respectively); a NestJS 12 install without any optional peer loads the
  * main and testing entries, from CommonJS and from ESM, and works.
  */
 describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
@@ -77,7 +90,11 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
         'axios@1',
         '@opentelemetry/api@1.10',
         '@opentelemetry/sdk-metrics@3.1',
+        // The last line that peers Nest 11 (^10 || ^11); it pins cron 4.
+        '@nestjs/schedule@6',
+        'cron@4',
       ],
+      schedule: '6.',
     },
     'Nest 12, ESM, every optional peer': {
       files: ['consumer.mjs'],
@@ -91,7 +108,10 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
         'axios@1',
         '@opentelemetry/api@1.10',
         '@opentelemetry/sdk-metrics@3.1',
+        '@nestjs/schedule@12',
+        'cron@4',
       ],
+      schedule: '12.',
     },
     'Nest 12, no optional peer, CommonJS and ESM': {
       files: ['consumer.cjs', 'consumer.mjs'],
@@ -140,7 +160,7 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
   it.each(Object.keys(consumers))(
     '%s',
     async (name) => {
-      const { files, major, packages } = consumers[name];
+      const { files, major, packages, schedule } = consumers[name];
       const full = packages.some((p) => p.startsWith('@nestjs/terminus'));
       for (const file of files) {
         const serviceId = `compat-${major.replace('.', '')}-${file.replace('.', '-')}`;
@@ -171,10 +191,28 @@ describe('packed library in NestJS 11 (CommonJS) and 12 (ESM) apps', () => {
           expect(output.metrics).toEqual(
             expect.arrayContaining(['discovery.consul.request.duration', 'discovery.http.picks']),
           );
+          // @athomic/discovery/schedule: the job held (exclusive sharding on the real agent) and
+          // run at least once, with the partition's fencing token; its record in Consul says so.
+          expect(output.schedule?.startsWith(schedule!)).toBe(true);
+          expect(output.jobs).toEqual(['compat-tick']);
+          expect(output.jobToken).toBeGreaterThan(0);
+          expect(output.fires?.length).toBeGreaterThanOrEqual(1);
+          for (const fire of output.fires!) {
+            expect(fire).toEqual({
+              name: 'compat-tick',
+              scheduledAt: expect.stringMatching(/\.000Z$/) as string,
+              token: output.jobToken,
+            });
+          }
+          const record = await agent
+            .api()
+            .request('GET', '/v1/kv/athomic/jobs/compat/compat-tick?raw');
+          expect(JSON.parse(record.text)).toMatchObject({ token: output.jobToken });
         } else {
           expect(output).not.toHaveProperty('health');
           expect(output).not.toHaveProperty('axios');
           expect(output).not.toHaveProperty('metrics');
+          expect(output).not.toHaveProperty('fires');
         }
         // It closed: deregistered, and the process ended on its own (execFile resolved).
         expect(await agent.api().agentServices()).not.toHaveProperty(serviceId);

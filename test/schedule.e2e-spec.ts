@@ -34,6 +34,9 @@ interface Run {
   at: number;
   token: number;
   late: boolean;
+  /** `Date.now()` when the handler began and when it returned (`Exporter` records them). */
+  began?: number;
+  ended?: number;
 }
 
 const RUNS = Symbol('RUNS');
@@ -46,6 +49,35 @@ class Ticker {
   tick(fire: JobFire): void {
     const { app, list } = this.runs;
     list.push({ app, at: fire.scheduledAt.getTime(), token: fire.token, late: fire.late });
+  }
+}
+
+@Injectable()
+class Exporter {
+  constructor(@Inject(RUNS) private readonly runs: { app: string; list: Run[] }) {}
+
+  /**
+   * Once a year (only fire() fires it). An on-time run lasts until its signal aborts, then takes
+   * 300 ms to wind down (well within `drainTimeoutMs`): its partition is not released before.
+   */
+  @ClusterCron('0 0 0 1 1 *', { name: 'export', delivery: 'at-least-once' })
+  async export(fire: JobFire): Promise<void> {
+    const { app, list } = this.runs;
+    const run: Run = {
+      app,
+      at: fire.scheduledAt.getTime(),
+      token: fire.token,
+      late: fire.late,
+      began: Date.now(),
+    };
+    list.push(run);
+    if (!fire.late) {
+      await new Promise((resolve) =>
+        fire.signal.addEventListener('abort', resolve, { once: true }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    run.ended = Date.now();
   }
 }
 
@@ -149,6 +181,44 @@ describe('@ClusterCron on a real agent', () => {
     process.stdout.write(
       `\n[schedule e2e] ${runs.length} runs, ${runs.filter((r) => r.late).length} late; tokens ${[...new Set(runs.map((r) => r.token))].join(' → ')}\n`,
     );
+  }, 60_000);
+
+  it("at-least-once: a run aborted by its owner's shutdown stays claimed, not done: the next owner runs it again, late, with a higher token", async () => {
+    runs.length = 0;
+    const a = await apps.init(await compile('jobs-a', [Exporter]));
+    const b = await apps.init(await compile('jobs-b', [Exporter]));
+    const owner = await waitFor(
+      () => [a, b].find((app) => app.get(ClusterScheduler).running().includes('export')),
+      { timeoutMs: 10_000, message: 'one app runs export' },
+    );
+    const other = owner === a ? b : a;
+    const names = (app: TestingModule) => app.get<symbol, { app: string }>(RUNS).app;
+    const t = new Date('2021-01-01T00:00:00.000Z');
+    const first = owner.get(ClusterScheduler).fire('export', t);
+    await waitFor(() => runs.length === 1, { timeoutMs: 5_000, message: 'the first run' });
+
+    // The owner shuts down mid-run: the run ends on its signal, while the lock is still held
+    // (the partition's release waits for it), so marking it done would still commit.
+    await apps.close(owner);
+    await first;
+    const again = await waitFor(() => runs.find((r) => r.app === names(other)), {
+      timeoutMs: 10_000,
+      message: 'the other app runs the aborted instant again',
+    });
+    expect(runs[0]).toMatchObject({ app: names(owner), at: t.getTime(), late: false });
+    expect(again).toMatchObject({ at: t.getTime(), late: true });
+    expect(again.token).toBeGreaterThan(runs[0].token);
+    // No overlap: the next owner began after the aborted run ended (its drain held the lock).
+    expect(again.began).toBeGreaterThanOrEqual(runs[0].ended!);
+    const record = await waitFor(
+      async () => {
+        const res = await agent.api().request('GET', '/v1/kv/athomic/jobs/jobs/export?raw');
+        const json = res.json as { last: string; token: number; state: string };
+        return json.state === 'done' ? json : undefined;
+      },
+      { timeoutMs: 5_000, message: 'the re-run marked done' },
+    );
+    expect(record).toEqual({ last: t.toISOString(), token: again.token, state: 'done' });
   }, 60_000);
 
   it.each([

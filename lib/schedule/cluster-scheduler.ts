@@ -4,6 +4,7 @@ import {
   Logger,
   type BeforeApplicationShutdown,
   type OnApplicationBootstrap,
+  type OnApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
 import { DiscoveryService as NestDiscoveryService, MetadataScanner, ModuleRef } from '@nestjs/core';
@@ -43,7 +44,12 @@ const LOCK_READ_RETRY_MS = 250;
  */
 @Injectable()
 export class ClusterScheduler
-  implements RunningJobs, OnModuleInit, OnApplicationBootstrap, BeforeApplicationShutdown
+  implements
+    RunningJobs,
+    OnModuleInit,
+    OnApplicationBootstrap,
+    BeforeApplicationShutdown,
+    OnApplicationShutdown
 {
   private readonly logger = new Logger(ClusterScheduler.name);
   private readonly jobs = new Map<string, ClusterJob>();
@@ -140,6 +146,14 @@ export class ClusterScheduler
   /** No fire after this; the runs end with their partitions (sharding's drain). */
   beforeApplicationShutdown(): void {
     for (const cron of this.crons.values()) void cron.stop();
+  }
+
+  /**
+   * After sharding's drain (`DiscoveryService.beforeApplicationShutdown`), not before: removing
+   * the handler detaches its runs from the drain, so the lock would go (and the next owner start)
+   * while a run still winds down.
+   */
+  onApplicationShutdown(): void {
     this.unregister?.();
     this.unregister = undefined;
   }
