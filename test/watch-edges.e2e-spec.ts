@@ -176,6 +176,8 @@ describe('live discovery under churn and at the edges (real Consul)', () => {
     for (const name of names) await registerRaw({ name, id: `${name}-1` });
     await registerRaw({ name: 'churn-other', id: 'churn-other-1' });
 
+    const longPolls = (name: string): string[] =>
+      p.requests(new RegExp(`/v1/health/service/${name}\\?.*index=`));
     for (let cycle = 0; cycle < 40; cycle++) {
       const name = names[cycle % names.length];
       let got: ServiceInstance[] | undefined;
@@ -185,14 +187,17 @@ describe('live discovery under churn and at the edges (real Consul)', () => {
         message: `cycle ${cycle}: watch(${name}) should get its set`,
       });
       expect(got?.map((i) => i.serviceId)).toEqual([`${name}-1`]);
+      // Unsubscribe only once the long-poll is on the wire (on a loaded machine it may follow
+      // the first set late): it is what the last unsubscribe must leave running.
+      await waitFor(() => longPolls(name).length > 0, {
+        timeoutMs: 3_000,
+        message: `cycle ${cycle}: watch(${name}) should have its long-poll out`,
+      });
       sub.unsubscribe();
       expect(p.heldConnections).toBeLessThanOrEqual(bound);
     }
     // Each name kept one long-poll across its returns: no poll was aborted and re-created.
-    for (const name of names) {
-      const polls = p.requests(new RegExp(`/v1/health/service/${name}\\?.*index=`));
-      expect(polls).toHaveLength(1);
-    }
+    for (const name of names) expect(longPolls(name)).toHaveLength(1);
     expect(p.abandonedConnections).toBe(0);
     expect(p.peakHeldConnections).toBeLessThanOrEqual(bound);
     // The agent still serves everything else.
