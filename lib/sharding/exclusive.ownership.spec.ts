@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import { Subject } from 'rxjs';
+import { BehaviorSubject, Subject } from 'rxjs';
 import { CapturingLogger } from '../../test/support/capturing-logger.harness.js';
 import { waitFor } from '../../test/support/wait-for.harness.js';
 import type { SelfRegistration } from '../registration/self-registration.js';
@@ -21,7 +21,9 @@ describe('ExclusiveOwnership: the lease', () => {
   let clock: number;
   let transport: InMemoryTransport;
   let ownership: ExclusiveOwnership;
-  let registration: { state: string; lastPassAt?: number; passed$: Subject<number> };
+  let catalog: InMemoryCatalog;
+  let states: BehaviorSubject<string>;
+  let registration: { readonly state: string; lastPassAt?: number; passed$: Subject<number> };
   const runs: { p: number; signal: AbortSignal }[] = [];
 
   const pass = (): void => {
@@ -46,7 +48,7 @@ describe('ExclusiveOwnership: the lease', () => {
       },
       {},
     );
-    const catalog = new InMemoryCatalog();
+    catalog = new InMemoryCatalog();
     catalog.register(
       {
         serviceId: 'orders-a',
@@ -60,7 +62,13 @@ describe('ExclusiveOwnership: the lease', () => {
       { ttl: true, passing: true },
     );
     transport = new InMemoryTransport(catalog);
-    registration = { state: 'registered', passed$: new Subject<number>() };
+    states = new BehaviorSubject('registered');
+    registration = {
+      get state() {
+        return states.value;
+      },
+      passed$: new Subject<number>(),
+    };
     const workers = new PartitionWorkers(new Logger('test'));
     runs.length = 0;
     workers.add(async (p, { signal }) => {
@@ -70,7 +78,10 @@ describe('ExclusiveOwnership: the lease', () => {
     ownership = new ExclusiveOwnership(
       settings,
       transport,
-      Object.assign(registration, { lost$: new Subject<void>() }) as unknown as SelfRegistration,
+      Object.assign(registration, {
+        lost$: new Subject<void>(),
+        state$: states.asObservable(),
+      }) as unknown as SelfRegistration,
       workers,
       () => undefined,
       new Logger('test'),
@@ -110,6 +121,34 @@ describe('ExclusiveOwnership: the lease', () => {
     clock += LEASE_MS - 1;
     expect(ownership.owns(0) && ownership.owns(1)).toBe(true);
     expect(runs.map((r) => r.signal.aborted)).toEqual([false, false]);
+  });
+
+  it('after a lapse that Consul followed by invalidating the session, a registerSelf() while registered gets a new session and the locks again', async () => {
+    // A pass confirmed late, sent before the lease ran out: the lease lapses, runs stop, locks go.
+    clock += LEASE_MS;
+    registration.passed$.next(clock - LEASE_MS);
+    expect(runs.every((r) => r.signal.aborted)).toBe(true);
+    const held = async (p: number) =>
+      (await transport.readKey(`athomic/sharding/orders/${p}`))?.session !== undefined;
+    await waitFor(async () => !(await held(0)) && !(await held(1)), {
+      timeoutMs: 5_000,
+      message: 'both locks released after the lapse',
+    });
+    // Consul saw the check critical: the session is invalidated.
+    catalog.setPassing('orders-a', false);
+    catalog.setPassing('orders-a', true);
+    // registerSelf() while registered: the passes come back while it is under way.
+    states.next('registering');
+    pass();
+    states.next('registered');
+    ownership.restore();
+    await owningBoth();
+    expect(runs.map((r) => [r.p, r.signal.aborted])).toEqual([
+      [0, true],
+      [1, true],
+      [0, false],
+      [1, false],
+    ]);
   });
 
   it('a lapse timer that fires before the clock reaches the lease end waits out the rest', async () => {
@@ -209,7 +248,10 @@ describe('ExclusiveOwnership: stalls and races', () => {
     ownership = new ExclusiveOwnership(
       settings,
       transport,
-      Object.assign(registration, { lost$: new Subject<void>() }) as unknown as SelfRegistration,
+      Object.assign(registration, {
+        lost$: new Subject<void>(),
+        state$: new BehaviorSubject(registration.state),
+      }) as unknown as SelfRegistration,
       workers,
       () => undefined,
       new Logger('test'),

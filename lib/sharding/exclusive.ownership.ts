@@ -24,6 +24,7 @@ import {
 import type { PartitionWorkers } from './partition-workers.js';
 
 const INVALID_SESSION = /invalid session/i;
+const LOCK_DELAY = /lock delay/i;
 const SESSION_RETRY_MS = 1_000;
 
 /** One partition's lock (`partition-lock.state.ts`); absent from the map = `free`, never used. */
@@ -72,6 +73,7 @@ export class ExclusiveOwnership implements Ownership {
   private readonly drainCut: Promise<void>;
   private cutDrains!: () => void;
   private retryTimer?: NodeJS.Timeout;
+  private retryAt = 0;
   private lapseTimer?: NodeJS.Timeout;
   private subscriptions?: Subscription;
   private readonly abort = new AbortController();
@@ -79,6 +81,8 @@ export class ExclusiveOwnership implements Ownership {
   private prefixFailing = false;
   /** The last answer's index on the prefix; one lower means Consul's state was reset. */
   private prefixIndex = 0;
+  /** The last prefix answer: the session holding each partition's key (none: free). */
+  private holders = new Map<number, string | undefined>();
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(
@@ -102,6 +106,13 @@ export class ExclusiveOwnership implements Ownership {
     // The agent lost its state: the session and its locks with it. Let go at once instead of
     // waiting for the lease or the prefix to tell.
     this.subscriptions.add(this.registration.lost$.subscribe(() => this.onLost()));
+    // Nothing is asked while a registration is under way (registerSelf() while registered, a
+    // repair): once it settles, the locks the table wants are asked again.
+    this.subscriptions.add(
+      this.registration.state$.subscribe((state) => {
+        if (state === 'registered') this.reconcile();
+      }),
+    );
     const lastPass = this.registration.lastPassAt;
     if (lastPass !== undefined) this.onPass(lastPass);
     const { watch, retry } = this.settings;
@@ -326,8 +337,12 @@ export class ExclusiveOwnership implements Ownership {
         if (INVALID_SESSION.test(attempt.reason)) {
           if (this.session === session) this.session = undefined;
           this.retryIn(0);
+        } else if (LOCK_DELAY.test(attempt.reason)) {
+          // The prefix does not show when a lock-delay ends: asked again within a second of it
+          // (a crashed owner's partitions are re-owned within ttl + lockDelay + 1 s).
+          this.retryIn(Math.min(SESSION_RETRY_MS, this.config.lock.lockDelayMs));
         } else {
-          // Held by another session (the prefix shows its release) or in lock-delay (it does not).
+          // Held by another session: the prefix shows its release.
           this.retryIn(this.config.lock.lockDelayMs);
         }
       })(),
@@ -348,6 +363,11 @@ export class ExclusiveOwnership implements Ownership {
         wanted: this.wanted(partition),
         leaseFresh: this.lease.isFresh(performance.now()),
         lastToken: lock.lastToken,
+        // An answer delayed on the wire: the prefix already showed the key past this grant, taken
+        // from the session (invalidated, released) — no later change will tell again.
+        lostSince:
+          attempt.modifyIndex <= this.prefixIndex &&
+          this.holders.get(partition) !== lock.request!.session,
       },
       attempt.lockIndex,
     );
@@ -416,6 +436,7 @@ export class ExclusiveOwnership implements Ownership {
       const partition = Number(entry.key.slice(this.keyPrefix.length));
       if (Number.isInteger(partition)) holders.set(partition, entry.session);
     }
+    this.holders = holders;
     const lost: number[] = [];
     for (const [p, lock] of this.locks) {
       if (lock.modifyIndex > index) continue;
@@ -482,8 +503,12 @@ export class ExclusiveOwnership implements Ownership {
     this.track(this.opening);
   }
 
+  /** One retry timer: a sooner retry replaces a later one. */
   private retryIn(ms: number): void {
-    if (this.stopping || this.retryTimer) return;
+    const at = performance.now() + ms;
+    if (this.stopping || (this.retryTimer && this.retryAt <= at)) return;
+    clearTimeout(this.retryTimer);
+    this.retryAt = at;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.reconcile();

@@ -72,7 +72,14 @@ describe('partition lock states', () => {
 
 describe('grantEvent', () => {
   const sent = { epoch: 3, session: 's1' };
-  const now = { epoch: 3, session: 's1', wanted: true, leaseFresh: true, lastToken: 4 };
+  const now = {
+    epoch: 3,
+    session: 's1',
+    wanted: true,
+    leaseFresh: true,
+    lastToken: 4,
+    lostSince: false,
+  };
 
   it('applies a grant to the state it was asked from', () => {
     expect(grantEvent(sent, now, 5)).toBe('granted');
@@ -83,6 +90,7 @@ describe('grantEvent', () => {
     ['the session changed', { session: 's2' }, 5],
     ['the table moved the partition away, or shutdown began', { wanted: false }, 5],
     ['the lease is not fresh', { leaseFresh: false }, 5],
+    ['a later prefix answer showed the key not held by the session', { lostSince: true }, 5],
     ['the token is not newer than the last run’s (a lock kept, re-acquired)', {}, 4],
   ])('undoes it when %s', (_why, change, lockIndex) => {
     expect(grantEvent(sent, { ...now, ...change }, lockIndex)).toBe('undo');

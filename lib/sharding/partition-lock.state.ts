@@ -68,13 +68,15 @@ export interface GrantContext extends LockRequest {
   leaseFresh: boolean;
   /** The greatest token a run of the partition got here so far (0: none). */
   lastToken: number;
+  /** A later answer on the prefix already showed the key not held by the session. */
+  lostSince: boolean;
 }
 
 /**
  * A grant applies only to the state it was asked from: same lease epoch (no lapse,
  * deregistration or lost agent since), same session, still wanted, lease fresh — and with a
  * token greater than every earlier run's (the same session re-acquiring a lock it kept would get
- * the old `LockIndex`). Anything else is undone: the lock is released, and asked again if wanted.
+ * the old `LockIndex`), and not lost already by what the prefix showed since. Anything else is undone: the lock is released, and asked again if wanted.
  */
 export function grantEvent(
   sent: LockRequest,
@@ -86,6 +88,7 @@ export function grantEvent(
     sent.session === now.session &&
     now.wanted &&
     now.leaseFresh &&
+    !now.lostSince &&
     lockIndex > now.lastToken;
   return applies ? 'granted' : 'undo';
 }

@@ -126,11 +126,11 @@ export const FOUND_ON_FIXES: Regression[] = [
 ];
 
 /**
- * Found on the merged fixes (main at 940c6ea, with issue-15x and issue-15r): still violated, reported
- * to the fix owners. `regressions.spec.ts` expects them to fail (`it.failing`): once fixed, that
- * case fails and the seed moves to `REGRESSIONS`.
+ * Found on the merged fixes (main at 940c6ea, with issue-15x and issue-15r), fixed on issue-15fix:
+ * the table's owner held no lock and ran nothing once faults stopped (README: "Found on the
+ * merged fixes").
  */
-export const OPEN: Regression[] = [
+export const FOUND_ON_MAIN: Regression[] = [
   {
     defect: 'exclusive: registerSelf() while registered, after lost passes lapsed the lease',
     seed: 1480,
@@ -147,6 +147,24 @@ export const OPEN: Regression[] = [
     defect: 'exclusive: lost passes and an invalidated session, ownership never resumes',
     seed: 126407,
     path: '0',
+    violated: 'converged: partition 3 is run by nobody; its owner is orders-b',
+  },
+  {
+    defect: 'exclusive: partition run by nobody (long run)',
+    seed: 108440,
+    path: '0',
     violated: 'converged: partition 0 is run by nobody; its owner is orders-b',
+  },
+  {
+    defect: 'exclusive: partition run by nobody (long run)',
+    seed: 109378,
+    path: '0',
+    violated: 'converged: partition 1 is run by nobody; its owner is orders-b',
+  },
+  {
+    defect: 'exclusive: partition run by nobody (long run)',
+    seed: 130615,
+    path: '0',
+    violated: 'converged: partition 0 is run by nobody; its owner is orders-a',
   },
 ];
