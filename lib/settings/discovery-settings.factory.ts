@@ -28,9 +28,9 @@ import {
 } from './discovery-settings.defaults.js';
 import { DiscoverySettings, PEM_PATTERN, SHARD_META_KEYS } from './discovery.settings.js';
 
-/** The agent's `limits.http_max_conns_per_client` default (docs/CONSUL.md). */
+/** The agent's `limits.http_max_conns_per_client` default. */
 export const AGENT_CONNECTIONS_PER_CLIENT = 200;
-/** Consul caps a blocking query's `wait` at 10 minutes (docs/CONSUL.md). */
+/** Consul caps a blocking query's `wait` at 10 minutes. */
 export const MAX_WAIT_MS = 600_000;
 /** What Node accepts in a header value (its `checkInvalidHeaderChar`): tab, visible latin1. */
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;

@@ -15,7 +15,7 @@ export const IN_MEMORY_NODE = 'in-memory';
 /** The double's own datacenter unless `forRoot({ datacenter })` names another: a dev agent's. */
 export const IN_MEMORY_DATACENTER = 'dc1';
 
-/** Consul matches service names and tags case-insensitively (docs/CONSUL.md). */
+/** Consul matches service names and tags case-insensitively. */
 const folded = (text: string): string => text.toLowerCase();
 
 /**

@@ -20,7 +20,7 @@ type FeedRead = (index: number, signal: AbortSignal) => Promise<IndexedResult<Fi
  * (`/v1/health/state/any` and `/v1/catalog/services`) per datacenter, however many names. Only
  * the watches whose name shows a change are re-read; names compare case-insensitively, as Consul
  * matches them. A registration changed in place (same id, new address, port or meta) moves the
- * catalog's index without changing any name's tags: every name is re-read then (docs/CONSUL.md).
+ * catalog's index without changing any name's tags: every name is re-read then.
  * With no watch left the polls are not aborted but not sent again; a watch added meanwhile
  * reuses them.
  */

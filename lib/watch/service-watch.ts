@@ -25,7 +25,7 @@ export interface Freshness {
 
 /**
  * `live`: subscribed. `idle`: no subscriber left, its long-poll is left to end by itself (an
- * aborted one would stay held by a 1.8 agent until its wait ends: docs/CONSUL.md) and a returning
+ * aborted one would stay held by a 1.8 agent until its wait ends) and a returning
  * subscriber makes it `live` again. `ended`: its loop returned or it was stopped; never reused.
  */
 type WatchLife = 'live' | 'idle' | 'ended';

@@ -11,8 +11,8 @@ import { datacenterKey, watchKey } from './watch-key.js';
 /**
  * Every live watch, shared by name + query. The first `watch.maxLongPolls` get a long-poll each;
  * names beyond share one change feed per datacenter, so connections stay bounded. A long-poll
- * whose last subscriber left is not aborted (a 1.8 agent would hold it until its wait ends:
- * docs/CONSUL.md) but left to end by itself, still taking its slot, and reused by a subscriber
+ * whose last subscriber left is not aborted (a 1.8 agent would hold it until its wait ends)
+ * but left to end by itself, still taking its slot, and reused by a subscriber
  * that comes back meanwhile; only `closeAll()` aborts.
  */
 @Injectable()
