@@ -70,6 +70,13 @@ export class SimClock {
   }
 
   uninstall(): void {
+    // Jest's global cleanup keeps every replaced global (our setTimeout wrapper among them) until
+    // the test file ends, and the wrapper holds this clock: emptied, it holds no simulated world
+    // (a 100,000-schedule run otherwise exhausted the heap at ~32,000).
+    this.afterTimer = () => undefined;
+    this.stalls.clear();
+    this.killed.clear();
+    this.waiting.clear();
     this.owners.disable();
     if (this.realSetTimeout) globalThis.setTimeout = this.realSetTimeout;
     if (this.realClearTimeout) globalThis.clearTimeout = this.realClearTimeout;
