@@ -3,6 +3,7 @@ import type { AxiosAdapter } from 'axios';
 import { Agent, Dispatcher, fetch as undiciFetch, type RequestInit, type Response } from 'undici';
 import { DISCOVERY_SETTINGS } from '../discovery.constants.js';
 import { DiscoveryError } from '../errors/discovery.error.js';
+import type { DiscoverySettingsError } from '../errors/discovery-settings.error.js';
 import { checkDiscoverQuery } from '../protocol/service-discovery.arguments.js';
 import { DiscoveryMetrics } from '../metrics/discovery.metrics.js';
 import type { ServiceInstance } from '../protocol/service-discovery.protocol.js';
@@ -25,6 +26,12 @@ export interface DiscoveryRequestInit extends RequestInit {
   idempotent?: boolean;
   /** Route to the instance that owns partitionOf(shardKey) in the target's table. */
   shardKey?: string;
+}
+
+/** fetch wraps every dispatch error in `TypeError('fetch failed')`: ours reject as themselves. */
+function unwrapDiscoveryError(error: unknown): never {
+  const cause = (error as { cause?: unknown }).cause;
+  throw cause instanceof DiscoveryError ? cause : error;
 }
 
 /** A dispatcher that hands one call's options to the discovery interceptor. */
@@ -103,19 +110,22 @@ export class DiscoveryHttpClient {
    * module's own errors (`NoInstanceError`, `DiscoveryTimeoutError`, …) reject as themselves, not
    * wrapped in fetch's `TypeError('fetch failed')`; transport errors stay as fetch reports them.
    */
-  async fetch(input: string | URL, init: DiscoveryRequestInit = {}): Promise<Response> {
-    checkRequestUrl(input);
-    const { deadlineMs, idempotent, shardKey, ...rest } = checkCallOptions(init);
-    const dispatcher =
-      deadlineMs === undefined && idempotent === undefined && shardKey === undefined
-        ? this.dispatcher
-        : new CallDispatcher(this.dispatcher, { deadlineMs, idempotent, shardKey });
+  fetch(input: string | URL, init: DiscoveryRequestInit = {}): Promise<Response> {
+    let dispatcher: Dispatcher;
     try {
-      return await undiciFetch(input, { ...rest, dispatcher });
+      checkRequestUrl(input);
+      const { deadlineMs, idempotent, shardKey } = checkCallOptions(init);
+      dispatcher =
+        deadlineMs === undefined && idempotent === undefined && shardKey === undefined
+          ? this.dispatcher
+          : new CallDispatcher(this.dispatcher, { deadlineMs, idempotent, shardKey });
     } catch (error) {
-      const cause = (error as { cause?: unknown }).cause;
-      throw cause instanceof DiscoveryError ? cause : error;
+      const invalid: DiscoverySettingsError = error as DiscoverySettingsError;
+      return Promise.reject(invalid);
     }
+    // Not an async function, and init passed whole (fetch reads only its own members): this
+    // path runs on every call, and each extra promise or object is client CPU.
+    return undiciFetch(input, { ...init, dispatcher }).catch(unwrapDiscoveryError);
   }
 
   /**

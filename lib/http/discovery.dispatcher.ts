@@ -129,14 +129,18 @@ class ServiceOrigins {
   }
 }
 
+// Shared by every call that has none: nothing per request to allocate.
+const NONE: readonly ServiceInstance[] = Object.freeze([]);
+const NO_OPTIONS: CallOptions = Object.freeze({});
+
 /** Ends an attempt we abandon ourselves (to retry elsewhere); never reaches the caller. */
 class Abandoned extends Error {}
 
 /** One logical request and its attempts. */
 class DiscoveryCall {
   private readonly service: string;
-  /** Keys (instance-key.ts) of the instances tried. */
-  private readonly tried = new Set<string>();
+  /** Keys (instance-key.ts) of the instances whose attempt failed. */
+  private tried?: Set<string>;
   private readonly options: CallOptions;
   /** upgrade / CONNECT: retried only when not sent. */
   private readonly upgrade: boolean;
@@ -151,7 +155,7 @@ class DiscoveryCall {
   /** The caller aborted or the deadline passed: the call is over, whatever its attempt does. */
   abortReason?: Error;
   private deadline?: NodeJS.Timeout;
-  private candidates: readonly ServiceInstance[] = [];
+  private candidates: readonly ServiceInstance[] = NONE;
   private shardOrder?: string[];
 
   constructor(
@@ -162,7 +166,7 @@ class DiscoveryCall {
     private readonly origin: ServiceTarget,
   ) {
     this.service = origin.service;
-    this.options = opts[CALL_OPTIONS] ?? {};
+    this.options = opts[CALL_OPTIONS] ?? NO_OPTIONS;
     this.upgrade = Boolean(opts.upgrade) || opts.method === 'CONNECT';
   }
 
@@ -228,7 +232,6 @@ class DiscoveryCall {
     if (this.abortReason) return this.fail(this.abortReason);
     const instance = this.pick();
     if (!instance) return this.fail(lastError ?? new NoInstanceError(this.service));
-    this.tried.add(instanceKey(instance));
     this.parts.metrics.httpPicked(this.service, instance.serviceId);
     const handler = new AttemptHandler(this, instance, this.parts.balancer.started(instance));
     this.current = handler;
@@ -245,8 +248,8 @@ class DiscoveryCall {
   /** The next instance: the shard's ranked order, or the strategy over the eligible ones. */
   private pick(): ServiceInstance | undefined {
     const passing = this.passing;
-    const untried =
-      this.tried.size === 0 ? passing : passing.filter((i) => !this.tried.has(instanceKey(i)));
+    const tried = this.tried;
+    const untried = tried ? passing.filter((i) => !tried.has(instanceKey(i))) : passing;
     if (this.shardOrder) {
       const eligible = this.parts.ejection.eligible(untried);
       const id = this.shardOrder.find((s) => eligible.some((i) => i.serviceId === s));
@@ -256,13 +259,15 @@ class DiscoveryCall {
   }
 
   /** Another attempt on an untried instance, if the rules, the body and the budget allow. */
-  retryAfter(failure: AttemptFailure, error: Error): boolean {
+  retryAfter(failedOn: ServiceInstance, failure: AttemptFailure, error: Error): boolean {
     if (this.responded || this.finished || this.abortReason) return false;
     if (!this.replayable || this.retries >= this.parts.settings.retry.maxRetries) return false;
     const allowed = this.upgrade
       ? failure === 'not-sent'
       : mayRetry(this.opts.method, failure, this.options.idempotent);
     if (!allowed) return false;
+    // Kept only once a retry is considered: most calls have one attempt and no set to build.
+    (this.tried ??= new Set()).add(instanceKey(failedOn));
     if (!this.pick() || !this.name?.budget.tryRetry()) return false;
     this.retries++;
     this.parts.metrics.httpRetried(this.service, failure);
@@ -398,7 +403,7 @@ class AttemptHandler implements LegacyHandler {
     if (statuses.includes(statusCode)) {
       this.call.failedOn(this.instance);
       const error = new Error(`${this.call.target} answered ${statusCode}`);
-      if (this.call.retryAfter('status', error)) {
+      if (this.call.retryAfter(this.instance, 'status', error)) {
         this.finish();
         this.abortNow(new Abandoned());
         return false;
@@ -427,7 +432,7 @@ class AttemptHandler implements LegacyHandler {
       ? 'maybe-sent'
       : transportFailure(error, this.abort !== undefined);
     if (failure) this.call.failedOn(this.instance);
-    if (failure && this.call.retryAfter(failure, error)) return;
+    if (failure && this.call.retryAfter(this.instance, failure, error)) return;
     this.call.fail(this.timedOut ?? error);
   }
 

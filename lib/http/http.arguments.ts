@@ -6,8 +6,12 @@ function invalid(path: string, reason: string): DiscoverySettingsError {
   return new DiscoverySettingsError([{ path, reasons: [`${path} ${reason}`] }], SUBJECT);
 }
 
+const HTTP_SCHEME = /^https?:/i;
+
 /** An absolute http(s) URL (string or URL); checked before any I/O. */
 export function checkRequestUrl(input: unknown): void {
+  // Every call comes here: a well-formed http(s) string is checked without building a URL.
+  if (typeof input === 'string' && HTTP_SCHEME.test(input) && URL.canParse(input)) return;
   if (!(typeof input === 'string' || input instanceof URL)) {
     throw invalid('url', 'must be a string or a URL');
   }

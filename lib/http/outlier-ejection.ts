@@ -45,6 +45,8 @@ export class OutlierEjection {
   }
 
   succeeded(instance: InstanceRef): void {
+    // The common case, every request: no instance has failed, no key to build.
+    if (this.records.size === 0) return;
     const record = this.records.get(instanceKey(instance));
     if (record) record.failures = 0;
   }
