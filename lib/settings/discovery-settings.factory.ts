@@ -26,7 +26,12 @@ import {
   defaultServiceAddress,
   defaultServiceId,
 } from './discovery-settings.defaults.js';
-import { DiscoverySettings, PEM_PATTERN, SHARD_META_KEYS } from './discovery.settings.js';
+import {
+  DiscoverySettings,
+  PEM_PATTERN,
+  SHARD_META_KEYS,
+  type TlsMaterialSettings,
+} from './discovery.settings.js';
 
 /** The agent's `limits.http_max_conns_per_client` default. */
 export const AGENT_CONNECTIONS_PER_CLIENT = 200;
@@ -130,11 +135,7 @@ function checkEdges(settings: DiscoverySettings, out: ViolationCollector): void 
 }
 
 /** ca / cert / key: PEM text or a readable file; cert and key together. */
-function checkTlsMaterial(
-  prefix: string,
-  tls: { ca?: string; cert?: string; key?: string },
-  out: ViolationCollector,
-): void {
+function checkTlsMaterial(prefix: string, tls: TlsMaterialSettings, out: ViolationCollector): void {
   for (const field of ['ca', 'cert', 'key'] as const) {
     const value = tls[field];
     if (typeof value === 'string' && !PEM_PATTERN.test(value) && !existsSync(value)) {

@@ -36,7 +36,22 @@ export const PEM_PATTERN = /-----BEGIN [A-Z ]+-----/;
 
 // The property initializers are the defaults; the factory adds the env-derived and computed ones.
 
-export class ConsulConnectionSettings {
+/** CA, client certificate and key: each a PEM string or a path to a PEM file. */
+export class TlsMaterialSettings {
+  @IsOptional()
+  @IsString()
+  ca?: string;
+
+  @IsOptional()
+  @IsString()
+  cert?: string;
+
+  @IsOptional()
+  @IsString()
+  key?: string;
+}
+
+export class ConsulConnectionSettings extends TlsMaterialSettings {
   /** `CONSUL_HTTP_ADDR` when set. */
   @IsHost()
   host = '127.0.0.1';
@@ -58,19 +73,6 @@ export class ConsulConnectionSettings {
   @IsOptional()
   @IsDatacenter()
   datacenter?: string;
-
-  /** CA, client certificate and key: a PEM string or a path to a PEM file. */
-  @IsOptional()
-  @IsString()
-  ca?: string;
-
-  @IsOptional()
-  @IsString()
-  cert?: string;
-
-  @IsOptional()
-  @IsString()
-  key?: string;
 
   @IsInt()
   @Min(1)
@@ -338,20 +340,7 @@ export class HttpTimeoutSettings {
 }
 
 /** TLS of the client's connections to instances (`https://name/…`). */
-export class HttpTlsSettings {
-  /** CA, client certificate and key: a PEM string or a path to a PEM file. */
-  @IsOptional()
-  @IsString()
-  ca?: string;
-
-  @IsOptional()
-  @IsString()
-  cert?: string;
-
-  @IsOptional()
-  @IsString()
-  key?: string;
-
+export class HttpTlsSettings extends TlsMaterialSettings {
   @IsBoolean()
   rejectUnauthorized = true;
 }
