@@ -1,4 +1,4 @@
-import { filter, firstValueFrom, interval, map, race, timer, type Subscription } from 'rxjs';
+import { filter, firstValueFrom, map, race, timer, type Subscription } from 'rxjs';
 import { DiscoveryError } from '../errors/discovery.error.js';
 import { DiscoveryTimeoutError } from '../errors/discovery-timeout.error.js';
 import { DiscoveryUnavailableError } from '../errors/discovery-unavailable.error.js';
@@ -9,9 +9,6 @@ import type { ServiceWatch } from '../watch/service-watch.js';
 import type { WatchRegistry } from '../watch/watch.registry.js';
 import { instanceKey } from './instance-key.js';
 import type { RetryBudget } from './retry-budget.js';
-
-/** How often a name's first call looks whether its watch failed meanwhile. */
-const FAILURE_POLL_MS = 20;
 
 export interface ResolverOptions {
   /** Bound on the wait for a name's first set. */
@@ -90,7 +87,7 @@ export class ServiceResolver {
             race(
               watch.instances$,
               timer(this.options.timeoutMs).pipe(map(() => undefined)),
-              interval(FAILURE_POLL_MS).pipe(
+              watch.failures$.pipe(
                 filter(() => failedToReach(watch)),
                 map(() => undefined),
               ),

@@ -37,6 +37,7 @@ type WatchLife = 'live' | 'idle' | 'ended';
 export class ServiceWatch {
   private readonly logger = new Logger(ServiceWatch.name);
   private readonly changes = new Subject<readonly ServiceInstance[]>();
+  private readonly failures = new Subject<unknown>();
   private readonly abort = new AbortController();
   private readonly bucket: TokenBucket;
   private current?: readonly ServiceInstance[];
@@ -84,6 +85,11 @@ export class ServiceWatch {
   /** The current set at once (when known), then every real change. Never errors. */
   get instances$(): Observable<readonly ServiceInstance[]> {
     return defer(() => (this.current ? concat(of(this.current), this.changes) : this.changes));
+  }
+
+  /** Each failed read as it happens (the set stays as it was). Never errors. */
+  get failures$(): Observable<unknown> {
+    return this.failures.asObservable();
   }
 
   get snapshot(): readonly ServiceInstance[] | undefined {
@@ -146,6 +152,7 @@ export class ServiceWatch {
       this.logger.warn(`Watch of "${this.name}" serves its last known set: ${describe(error)}`);
     }
     this.stale = true;
+    this.failures.next(error);
   }
 
   /**
@@ -174,6 +181,7 @@ export class ServiceWatch {
     if (this.ended) return;
     this.life = 'ended';
     this.changes.complete();
+    this.failures.complete();
     this.onEnded?.();
   }
 
