@@ -36,10 +36,9 @@ export class PartitionWorkers {
     for (const [partition, token] of this.tokens) this.run(partition, registration, token);
     return () => {
       if (!this.registrations.delete(registration)) return;
-      for (const runs of this.running.values()) {
-        runs.get(registration)?.controller.abort();
-        runs.delete(registration);
-      }
+      // Aborted, not forgotten: a release of the partition still waits for the run to settle,
+      // so its lock is not given up while the handler is still at work.
+      for (const runs of this.running.values()) runs.get(registration)?.controller.abort();
     };
   }
 
@@ -88,6 +87,12 @@ export class PartitionWorkers {
     })();
     let runs = this.running.get(partition);
     if (!runs) this.running.set(partition, (runs = new Map<Registration, Run>()));
-    runs.set(registration, { controller, done });
+    const run: Run = { controller, done };
+    runs.set(registration, run);
+    // A settled run is nothing to wait for.
+    void done.then(() => {
+      const current = this.running.get(partition);
+      if (current?.get(registration) === run) current.delete(registration);
+    });
   }
 }

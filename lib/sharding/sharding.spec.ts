@@ -155,6 +155,25 @@ describe('PartitionWorkers', () => {
     expect(aborted).toBe(true);
   });
 
+  it('a run its stop function aborted is still awaited by the release of its partition (the lock waits for it)', async () => {
+    let finish!: () => void;
+    let stopped = false;
+    const stop = workers.add(async (_p, { signal }) => {
+      await new Promise<void>((resolve) => (finish = resolve));
+      stopped = signal.aborted;
+    });
+    workers.start(1, 1);
+    stop();
+    let released = false;
+    const release = workers.release(1, 5_000).then(() => (released = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(released).toBe(false);
+    finish();
+    await release;
+    expect(stopped).toBe(true);
+    expect(logger.all()).not.toMatch(/did not settle/);
+  });
+
   it('a handler that throws is logged; one that never settles does not hold the release past its bound', async () => {
     workers.add((p) => {
       if (p === 1) throw new Error('boom');
