@@ -87,12 +87,6 @@ export class PartitionWorkers {
     })();
     let runs = this.running.get(partition);
     if (!runs) this.running.set(partition, (runs = new Map<Registration, Run>()));
-    const run: Run = { controller, done };
-    runs.set(registration, run);
-    // A settled run is nothing to wait for.
-    void done.then(() => {
-      const current = this.running.get(partition);
-      if (current?.get(registration) === run) current.delete(registration);
-    });
+    runs.set(registration, { controller, done });
   }
 }

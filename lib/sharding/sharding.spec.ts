@@ -155,6 +155,17 @@ describe('PartitionWorkers', () => {
     expect(aborted).toBe(true);
   });
 
+  it('a handler that returned at once, its work tied to its signal, is aborted when its partition is released', async () => {
+    let aborted = false;
+    workers.add((_p, { signal }) => {
+      signal.addEventListener('abort', () => (aborted = true));
+    });
+    workers.start(1);
+    await new Promise((resolve) => setImmediate(resolve));
+    await workers.release(1, 1_000);
+    expect(aborted).toBe(true);
+  });
+
   it('a run its stop function aborted is still awaited by the release of its partition (the lock waits for it)', async () => {
     let finish!: () => void;
     let stopped = false;

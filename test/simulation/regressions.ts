@@ -167,4 +167,20 @@ export const FOUND_ON_MAIN: Regression[] = [
     path: '0',
     violated: 'converged: partition 0 is run by nobody; its owner is orders-a',
   },
+  // Found by the final long run on b0f04d0, a first version of "a stopped handler's run is still
+  // awaited" that also forgot settled runs: a handler that returned at once (its work tied to its
+  // signal) was never aborted.
+  {
+    defect: 'a settled run forgotten: its signal never aborted at close()',
+    seed: 4024544,
+    path: '0',
+    violated:
+      'orders-b: close() resolved with runs nobody aborted (partitions 1, 3, 4, 1, 1, 3) [at 10631 ms]',
+  },
+  {
+    defect: 'a settled run forgotten: its signal never aborted at close()',
+    seed: 4074661,
+    path: '0',
+    violated: 'orders-b: close() resolved with runs nobody aborted (partitions 5) [at 11395 ms]',
+  },
 ];
