@@ -7,9 +7,10 @@
 //   (process.cpuUsage(), user + system) in steady state — every side warmed first, then ROUNDS
 //   interleaved rounds (order alternating) of PER_ROUND requests at 32 concurrent; the median of
 //   the per-round differences (by name − direct) with its spread (min–max over the rounds), and
-//   the median of the per-round throughput ratios. For the dispatcher a third side, a
-//   pass-through interceptor composed with undici's compose() on a plain Agent, tells whether
-//   compose() itself is a cost (the client's dispatcher is a Dispatcher subclass, no compose()).
+//   the median of the per-round throughput ratios. For the dispatcher two more sides: a second
+//   plain Agent (A/A: what the method reports when there is no difference), and a pass-through
+//   interceptor composed with undici's compose() on a plain Agent, which tells whether compose()
+//   itself is a cost (the client's dispatcher is a Dispatcher subclass, no compose()).
 import axios from 'axios';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { startEchoServers } from '../.tmp/toolkit/toolkit.js';
@@ -53,6 +54,8 @@ const spread = (values) => `${Math.min(...values).toFixed(2)} to ${Math.max(...v
 export async function httpSection({ agent, api, report }) {
   const servers = await startEchoServers(INSTANCES);
   const direct = new Agent();
+  // The same requests through a second plain Agent: what the method reports for no difference.
+  const twin = new Agent();
   // undici's compose() around a plain Agent with an interceptor that does nothing.
   const passThrough = new Agent().compose((dispatch) => (opts, handler) => dispatch(opts, handler));
   const client = await discoveryApp(moduleOptions(agent, { register: false }));
@@ -91,6 +94,11 @@ export async function httpSection({ agent, api, report }) {
             .request({ origin: `http://${SERVICE}`, path: '/x', method: 'GET' })
             .then((r) => r.body.text())
             .then(expectOk),
+        twin: () =>
+          twin
+            .request({ origin: known(), path: '/x', method: 'GET' })
+            .then((r) => r.body.text())
+            .then(expectOk),
         composed: () =>
           passThrough
             .request({ origin: known(), path: '/x', method: 'GET' })
@@ -105,7 +113,8 @@ export async function httpSection({ agent, api, report }) {
     const section = `7. HTTP client overhead (${INSTANCES} echo servers in a child process; direct = a plain Agent to a known address)`;
     const results = {};
     for (const [what, pair] of Object.entries(pairs)) {
-      const { composed, ...sides } = pair;
+      const { composed } = pair;
+      const sides = { direct: pair.direct, byName: pair.byName };
       const sequential = await timeInterleaved(sides, { iterations: SEQUENTIAL, warmup: 300 });
       const s = { direct: summarize(sequential.direct), byName: summarize(sequential.byName) };
       const addedLatency = s.byName.mean - s.direct.mean;
@@ -117,7 +126,7 @@ export async function httpSection({ agent, api, report }) {
         note: `${addedLatency >= 0 ? '+' : ''}${(addedLatency / 1e3).toFixed(1)} µs mean vs direct`,
         target: { text: '≤ +50 µs mean', met: addedLatency <= ADDED_TARGET_NS },
       });
-      const order = composed ? ['direct', 'byName', 'composed'] : ['direct', 'byName'];
+      const order = composed ? ['direct', 'byName', 'twin', 'composed'] : ['direct', 'byName'];
       for (const side of order) await measureRound(pair[side], WARMUP, CONCURRENCY);
       const rounds = [];
       for (let round = 0; round < ROUNDS; round++) {
@@ -152,6 +161,13 @@ export async function httpSection({ agent, api, report }) {
       if (composed) {
         report.row({
           section,
+          name: `  reference: a second plain Agent, the same requests (A/A: the method's noise)`,
+          value:
+            `${median(cpuDiff('twin')).toFixed(2)} µs CPU per request vs direct ` +
+            `(${spread(cpuDiff('twin'))}); ${(median(rateRatio('twin')) * 100).toFixed(1)}% of direct throughput`,
+        });
+        report.row({
+          section,
           name: `  reference: a pass-through compose() interceptor on a plain Agent`,
           value:
             `${median(cpuDiff('composed')).toFixed(2)} µs CPU per request vs direct ` +
@@ -171,6 +187,7 @@ export async function httpSection({ agent, api, report }) {
     await client.close();
     await direct.close();
     await passThrough.close();
+    await twin.close();
     await servers.stop();
     await Promise.all(servers.ports.map((_, i) => api.deregister(`${SERVICE}-${i}`)));
   }
