@@ -3,7 +3,7 @@
 // undici Agent) vs by service name through the client, for fetch, the dispatcher and the axios
 // adapter.
 // - sequential: the direct and by-name calls interleaved call by call, so drift hits both;
-// - "Overhead, measured soundly" (DESIGN §6): the client process's CPU per request
+// - overhead, measured soundly (README "The HTTP client"): the client process's CPU per request
 //   (process.cpuUsage(), user + system) in steady state — every side warmed first, then ROUNDS
 //   interleaved rounds (order alternating) of PER_ROUND requests at 32 concurrent; the median of
 //   the per-round differences (by name − direct) with its spread (min–max over the rounds), and

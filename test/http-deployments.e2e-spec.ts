@@ -38,8 +38,9 @@ import {
   type TestCa,
 } from './support/index.js';
 
-// DiscoveryHttpClient the way real deployments use it (DESIGN §6 "Instance identity" to
-// "Bounded by use"): a real agent, loopback servers in this process.
+// DiscoveryHttpClient the way real deployments use it (instance identity, every request kind,
+// per-service budgets, TLS by name, watches bounded by use): a real agent, loopback servers in
+// this process.
 
 interface Backend {
   server: Server;

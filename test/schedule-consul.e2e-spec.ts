@@ -5,8 +5,7 @@ import { InMemoryCatalog } from '../lib/testing/in-memory.catalog.js';
 import { InMemoryTransport } from '../lib/testing/in-memory.transport.js';
 import { startConsulAgent, stopAllAgents, type ConsulAgent } from './support/index.js';
 
-// The Consul transaction a scheduled job's claim is made of (docs/CONSUL.md "Claims of scheduled
-// jobs"): `check-session` on a lock key + `cas` of a record, through `writeFenced`, on the real
+// The Consul transaction a scheduled job's claim is made of: `check-session` on a lock key + `cas` of a record, through `writeFenced`, on the real
 // 1.8.7 agent and on the in-memory double, which must answer alike. What the agent holds after
 // each refused write is read back through its raw API.
 

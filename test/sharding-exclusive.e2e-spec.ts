@@ -12,8 +12,7 @@ import {
   type CountingProxy,
 } from './support/index.js';
 
-// Exclusive sharding in-process on a real agent, under the rules of DESIGN §5 "Rules that hold
-// under stalls, races and shutdown": a stall with acquisitions in flight, deregisterSelf()
+// Exclusive sharding in-process on a real agent, under stalls, races and shutdown: a stall with acquisitions in flight, deregisterSelf()
 // releasing before it deregisters, and a `consul.datacenter` naming another datacenter.
 const P = 8;
 const NAME = 'xshards';

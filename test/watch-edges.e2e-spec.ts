@@ -16,8 +16,8 @@ import {
   type CountingProxy,
 } from './support/index.js';
 
-// Live discovery under churn and at the edges (README "Behaviour" → "Live discovery", DESIGN
-// §4.7) against one real Consul 1.8.7 agent: names served by the shared change feed (beyond
+// Live discovery under churn and at the edges (README "Behaviour" → "Live discovery")
+// against one real Consul 1.8.7 agent: names served by the shared change feed (beyond
 // watch.maxLongPolls) see what a long-poll of their own would see, and subscribers coming and
 // going keep the connections the agent holds for this client within the documented bound.
 

@@ -1,7 +1,7 @@
 import type { Fault } from './sim-world.js';
 
 /**
- * Schedules that broke a DESIGN §5 rule on the code before issue 15's fixes (commit f8b404b),
+ * Schedules that broke an ownership rule (README "Sharding") on the code before issue 15's fixes (commit f8b404b),
  * each replayed exactly by its seed and path (`npm run simulate -- --seed S --path P [--faults
  * …]`). The table in test/simulation/README.md says what each showed.
  */

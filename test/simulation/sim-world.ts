@@ -27,7 +27,7 @@ export const HANDOFF_DELAY_MS = 250;
 /** Above `shutdownTimeoutMs`: at shutdown, the rule that keeps time for deregistration must act. */
 export const DRAIN_TIMEOUT_MS = 2_500;
 export const SHUTDOWN_TIMEOUT_MS = 2_000;
-/** DESIGN §5: once faults stop, every partition is run by its owner alone within this. */
+/** Once faults stop, every partition is run by its owner alone within this. */
 export const CONVERGENCE_MS = TTL_MS + LOCK_DELAY_MS + SETTLE_MS + HANDOFF_DELAY_MS + 1_000;
 /**
  * A handler that ignores its signal is a fault that never stops: a partition it works is
@@ -111,7 +111,7 @@ interface Instance {
  * One simulated world: several instances of the module (the providers `DiscoveryTestingModule`
  * assembles — self-registration, heartbeat, sharding, `DiscoveryService`'s lifecycle — each over
  * its own `SimTransport`) on one `SimConsul`, one virtual clock, fast-check's scheduler ordering every
- * answer, the scenario's faults, and the DESIGN §5 invariants checked after every answer and
+ * answer, the scenario's faults, and the ownership rules (README "Sharding") checked after every answer and
  * every timer.
  */
 export class SimWorld {
@@ -376,7 +376,7 @@ export class SimWorld {
             try {
               instance.sharding!.onPartition(instance.handler);
             } catch {
-              // Rejecting the same function twice is allowed (DESIGN §5).
+              // Rejecting the same function twice is allowed too: never a run nobody aborts.
             }
           }),
         );

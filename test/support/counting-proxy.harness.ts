@@ -40,7 +40,7 @@ export interface CountingProxy {
   readonly peakConnections: number;
   /**
    * Long-polls whose client closed before the answer: the agent holds them until their `wait`
-   * ends (docs/CONSUL.md), so the proxy keeps their upstream open until the agent answers.
+   * ends (a closed client does not cancel it), so the proxy keeps their upstream open until the agent answers.
    */
   readonly abandonedConnections: number;
   /** What the agent holds for this client: open + abandoned connections. */
