@@ -12,8 +12,9 @@ import {
   type CountingProxy,
 } from './support/index.js';
 
-// Exclusive sharding in-process on a real agent, under stalls, races and shutdown: a stall with acquisitions in flight, deregisterSelf()
-// releasing before it deregisters, and a `consul.datacenter` naming another datacenter.
+// Exclusive sharding in-process on a real agent, under stalls, races and shutdown: a stall with
+// acquisitions in flight, deregisterSelf() releasing before it deregisters, and a
+// `consul.datacenter` naming another datacenter.
 const P = 8;
 const NAME = 'xshards';
 const PREFIX = `athomic/sharding/${NAME}/`;

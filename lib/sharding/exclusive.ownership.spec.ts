@@ -168,8 +168,8 @@ describe('ExclusiveOwnership: the lease', () => {
 
 /**
  * The races ownership must survive (no stranded lock, a new token per run, shutdown keeping time
- * for the rest), on a virtual clock (Jest's fake timers move `performance.now()`, `Date.now()` and every timer) over the in-memory
- * locks. Lock answers can be held back: the lock is granted in the store at once, its answer
+ * for the rest), on a virtual clock (Jest's fake timers move `performance.now()`, `Date.now()`
+ * and every timer) over the in-memory locks. Lock answers can be held back: the lock is granted in the store at once, its answer
  * reaches the instance when the test lets it (an answer delayed on the wire).
  */
 describe('ExclusiveOwnership: stalls and races', () => {
