@@ -5,9 +5,10 @@ import { InMemoryCatalog } from '../lib/testing/in-memory.catalog.js';
 import { InMemoryTransport } from '../lib/testing/in-memory.transport.js';
 import { startConsulAgent, stopAllAgents, type ConsulAgent } from './support/index.js';
 
-// The Consul transaction a scheduled job's claim is made of: `check-session` on a lock key + `cas` of a record, through `writeFenced`, on the real
-// 1.8.7 agent and on the in-memory double, which must answer alike. What the agent holds after
-// each refused write is read back through its raw API.
+// The Consul transaction a scheduled job's claim is made of: `check-session` on a lock key +
+// `cas` of a record, through `writeFenced`, on the real 1.8.7 agent and on the in-memory double,
+// which must answer alike. What the agent holds after each refused write is read back through
+// its raw API.
 
 let agent: ConsulAgent;
 
@@ -81,11 +82,14 @@ describe.each(['consul', 'in-memory'] as const)('writeFenced on %s', (kind) => {
         }),
       ),
     );
+    // The claim's write on this lock and record: session, the index it read, the new value.
+    const write = (session: string, index: number, value: string) =>
+      transport.writeFenced({ lockKey, session, key, index, value });
     const lock = await transport.lock(lockKey, a, '');
     expect(lock).toMatchObject({ acquired: true, lockIndex: 1 });
 
     // Created (index 0 = must not exist); the answer carries the lock's LockIndex.
-    const first = await transport.writeFenced({ lockKey, session: a, key, index: 0, value: 'v1' });
+    const first = await write(a, 0, 'v1');
     expect(first).toMatchObject({ committed: true, lockIndex: 1 });
     const created = await transport.readKey(key);
     expect(created).toEqual({
@@ -95,19 +99,13 @@ describe.each(['consul', 'in-memory'] as const)('writeFenced on %s', (kind) => {
     });
 
     // Stale index: 409, nothing written.
-    const stale = await transport.writeFenced({ lockKey, session: a, key, index: 0, value: 'v2' });
+    const stale = await write(a, 0, 'v2');
     expect(stale).toEqual({
       committed: false,
       reason: `failed to set key "${key}", index is stale`,
     });
     // A session that does not hold the lock, with the right index: 409, nothing written.
-    const foreign = await transport.writeFenced({
-      lockKey,
-      session: b,
-      key,
-      index: created!.modifyIndex,
-      value: 'v3',
-    });
+    const foreign = await write(b, created!.modifyIndex, 'v3');
     expect(foreign).toEqual({
       committed: false,
       reason: `failed session check for key "${lockKey}", current session "${a}" != "${b}"`,
@@ -115,13 +113,7 @@ describe.each(['consul', 'in-memory'] as const)('writeFenced on %s', (kind) => {
     expect(await transport.readKey(key)).toEqual(created);
 
     // The holder with the right index: committed, the record's index moves.
-    const second = await transport.writeFenced({
-      lockKey,
-      session: a,
-      key,
-      index: created!.modifyIndex,
-      value: 'v4',
-    });
+    const second = await write(a, created!.modifyIndex, 'v4');
     expect(second).toMatchObject({ committed: true, lockIndex: 1 });
     const after = await transport.readKey(key);
     expect(after?.value).toBe('v4');
@@ -129,25 +121,13 @@ describe.each(['consul', 'in-memory'] as const)('writeFenced on %s', (kind) => {
 
     // Released, then taken by b: a new LockIndex, and a's writes are refused.
     expect(await transport.unlock(lockKey, a)).toBe(true);
-    const released = await transport.writeFenced({
-      lockKey,
-      session: a,
-      key,
-      index: after!.modifyIndex,
-      value: 'v5',
-    });
+    const released = await write(a, after!.modifyIndex, 'v5');
     expect(released).toEqual({
       committed: false,
       reason: `failed session check for key "${lockKey}", current session "" != "${a}"`,
     });
     expect(await transport.lock(lockKey, b, '')).toMatchObject({ acquired: true, lockIndex: 2 });
-    const taken = await transport.writeFenced({
-      lockKey,
-      session: b,
-      key,
-      index: after!.modifyIndex,
-      value: 'v6',
-    });
+    const taken = await write(b, after!.modifyIndex, 'v6');
     expect(taken).toMatchObject({ committed: true, lockIndex: 2 });
 
     // A lock key that does not exist, and a stale index: every failed operation is named.
