@@ -242,4 +242,24 @@ describe('@ClusterCron on a real agent', () => {
       expect(proxy.totalConnections).toBe(connections);
     },
   );
+
+  it('while it holds a job, each fire is claimed with one transaction: the record is read once per hold, not per fire', async () => {
+    const app = await apps.init(await compile('jobs-reads', [Ticker]));
+    const mine = () => runs.filter((r) => r.app === 'jobs-reads').length;
+    await waitFor(() => mine() >= 2, { timeoutMs: 15_000, message: '2 runs' });
+    const recordReads = () => proxy.requests('GET /v1/kv/athomic%2Fjobs%2Fjobs%2Ftick ').length;
+    const readsBefore = recordReads();
+    const runsBefore = mine();
+    await waitFor(() => mine() >= runsBefore + 3, { timeoutMs: 15_000, message: '3 more runs' });
+    expect(recordReads() - readsBefore).toBe(0);
+    // The record changed by hand meanwhile: the next claim is refused, read again, and goes on.
+    const record = await agent.api().request('GET', '/v1/kv/athomic/jobs/jobs/tick?raw');
+    await agent.api().request('PUT', '/v1/kv/athomic/jobs/jobs/tick', record.json);
+    const afterEdit = mine();
+    await waitFor(() => mine() >= afterEdit + 2, {
+      timeoutMs: 15_000,
+      message: '2 runs after the hand edit',
+    });
+    await apps.close(app);
+  });
 });

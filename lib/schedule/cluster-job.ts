@@ -8,6 +8,7 @@ import {
   parseJobRecord,
   type Claim,
   type DecisionInput,
+  type JobRecord,
 } from './fire-decision.js';
 import type { JobSchedule } from './job-schedule.js';
 import type { JobDefinition, JobFire } from './job.types.js';
@@ -41,6 +42,11 @@ export class ClusterJob {
   private state: JobState = { phase: 'idle' };
   private lease?: JobLease;
   private decisions: Promise<void> = Promise.resolve();
+  /**
+   * The record as this instance last wrote it under a lease: while that lease holds, nobody else
+   * can write it (the lock is checked in every write), so a claim needs no read.
+   */
+  private written?: { lease: JobLease; record: JobRecord; modifyIndex: number };
 
   constructor(
     readonly definition: JobDefinition,
@@ -110,8 +116,14 @@ export class ClusterJob {
     if (lease !== this.lease || !this.held) return;
     // Overlap: the fire is not claimed; the next claim reports it skipped.
     if (this.state.phase === 'running') return;
-    const read = await this.transport.readKey(this.recordKey, { signal: lease.signal });
-    const record = read && parseJobRecord(read.value);
+    const known = this.written?.lease === lease ? this.written : undefined;
+    let record = known?.record;
+    let index = known?.modifyIndex ?? 0;
+    if (!known) {
+      const read = await this.transport.readKey(this.recordKey, { signal: lease.signal });
+      record = read && parseJobRecord(read.value);
+      index = read?.modifyIndex ?? 0;
+    }
     const claim = plan({
       definition: this.definition,
       schedule: this.schedule,
@@ -123,10 +135,13 @@ export class ClusterJob {
       lockKey: lease.lockKey,
       session: lease.session,
       key: this.recordKey,
-      index: read?.modifyIndex ?? 0,
+      index,
       value: JSON.stringify(claim.record),
     });
+    this.remember(lease, claim.record, written);
     if (!written.committed) {
+      // Changed behind our back (by hand): read it and decide again, once.
+      if (known) return this.claim(lease, plan);
       this.logger.warn(
         `Job "${this.name}": claim of ${claim.record.last} refused: ${written.reason}`,
       );
@@ -178,17 +193,27 @@ export class ClusterJob {
     this.state = { phase: 'running', scheduledAt, lease, done };
   }
 
+  /** What a write of `record` under `lease` left in Consul; after a refused one, nothing known. */
+  private remember(lease: JobLease, record: JobRecord, written: FencedWriteResult): void {
+    this.written = written.committed
+      ? { lease, record, modifyIndex: written.modifyIndex }
+      : undefined;
+  }
+
   /** `state: 'done'`, if the lock is still held and nobody claimed since. */
   private async markDone(lease: JobLease, claim: Claim, index: number): Promise<void> {
+    const record: JobRecord = { ...claim.record, state: 'done' };
     try {
-      await this.transport.writeFenced({
+      const written = await this.transport.writeFenced({
         lockKey: lease.lockKey,
         session: lease.session,
         key: this.recordKey,
         index,
-        value: JSON.stringify({ ...claim.record, state: 'done' }),
+        value: JSON.stringify(record),
       });
+      this.remember(lease, record, written);
     } catch (error) {
+      this.written = undefined;
       this.logger.debug(
         `Job "${this.name}": its run could not be marked done: ${(error as Error)?.message}`,
       );
