@@ -5,18 +5,22 @@
 // - sequential: the direct and by-name calls interleaved call by call, so drift hits both;
 // - overhead, measured soundly (README "The HTTP client"): the client process's CPU per request
 //   (process.cpuUsage(), user + system) in steady state — every side warmed first, then ROUNDS
-//   interleaved rounds (order alternating) of PER_ROUND requests at 32 concurrent; the median of
-//   the per-round differences (by name − direct) with its spread (min–max over the rounds), and
-//   the median of the per-round throughput ratios. For the dispatcher two more sides: a second
-//   plain Agent (A/A: what the method reports when there is no difference), and a pass-through
-//   interceptor composed with undici's compose() on a plain Agent, which tells whether compose()
-//   itself is a cost (the client's dispatcher is a Dispatcher subclass, no compose()).
+//   rounds of PER_ROUND requests per side at 32 concurrent, each round run as slices of SLICE
+//   requests taking turns between the sides (order alternating), so that the machine's drift,
+//   which moves CPU per request by ±30% within seconds here, hits every side alike; the median
+//   of the per-round differences (by name − direct) with its spread (min–max over the rounds),
+//   and the median of the per-round throughput ratios. This process runs on CPU 0 and the echo
+//   servers and the agent on the others (measure.mjs pinApart), when the machine allows. For
+//   the dispatcher two more sides: a second plain Agent (A/A: what the method reports when there
+//   is no difference), and a pass-through interceptor composed with undici's compose() on a
+//   plain Agent, which tells whether compose() itself is a cost (the client's dispatcher is a
+//   Dispatcher subclass, no compose()).
 import axios from 'axios';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { startEchoServers } from '../.tmp/toolkit/toolkit.js';
 import { DiscoveryHttpClient } from '../dist/index.js';
 import { discoveryApp, moduleOptions } from './apps.mjs';
-import { collect, timeInterleaved } from './measure.mjs';
+import { collect, pinApart, timeInterleaved } from './measure.mjs';
 import { summarize } from './stats.mjs';
 
 const SERVICE = 'bench-http';
@@ -25,6 +29,7 @@ const SEQUENTIAL = 3_000;
 const CONCURRENCY = 32;
 const PER_ROUND = 20_000;
 const ROUNDS = 20;
+const SLICE = 1_000;
 const WARMUP = 5_000;
 const ADDED_TARGET_NS = 50_000;
 const CPU_TARGET_US = 1.5;
@@ -48,31 +53,44 @@ async function measureRound(call, count, width) {
   return { rate: count / seconds, cpuUs: (cpu.user + cpu.system) / count };
 }
 
+/**
+ * One round: PER_ROUND requests per side, as slices of SLICE taking turns (the order alternating
+ * slice by slice); per side, requests per second and CPU per request over its slices.
+ */
+async function slicedRound(pair, order, round) {
+  const totals = Object.fromEntries(order.map((side) => [side, { seconds: 0, cpuUs: 0 }]));
+  collect();
+  for (let slice = 0; slice < PER_ROUND / SLICE; slice++) {
+    for (const side of (round + slice) % 2 === 0 ? order : [...order].reverse()) {
+      const { rate, cpuUs } = await measureRound(pair[side], SLICE, CONCURRENCY);
+      totals[side].seconds += SLICE / rate;
+      totals[side].cpuUs += cpuUs * SLICE;
+    }
+  }
+  return Object.fromEntries(
+    order.map((side) => [
+      side,
+      { rate: PER_ROUND / totals[side].seconds, cpuUs: totals[side].cpuUs / PER_ROUND },
+    ]),
+  );
+}
+
 const median = (values) => summarize(values).p50;
 const spread = (values) => `${Math.min(...values).toFixed(2)} to ${Math.max(...values).toFixed(2)}`;
 
-export async function httpSection({ agent, api, report }) {
-  const servers = await startEchoServers(INSTANCES);
-  const direct = new Agent();
-  // The same requests through a second plain Agent: what the method reports for no difference.
-  const twin = new Agent();
-  // undici's compose() around a plain Agent with an interceptor that does nothing.
-  const passThrough = new Agent().compose((dispatch) => (opts, handler) => dispatch(opts, handler));
-  const client = await discoveryApp(moduleOptions(agent, { register: false }));
-  try {
-    await api.inBatches(servers.ports, INSTANCES, (port, i) =>
-      api.register(SERVICE, `${SERVICE}-${i}`, port),
-    );
-    const http = client.app.get(DiscoveryHttpClient);
-    const axiosDirect = axios.create({ responseType: 'text' });
-    const axiosByName = axios.create({ responseType: 'text', adapter: http.axiosAdapter() });
-    let turn = 0;
-    const known = () => `http://127.0.0.1:${servers.ports[turn++ % INSTANCES]}`;
-    const expectOk = (text) => {
-      if (text !== 'ok') throw new Error(`unexpected answer ${text}`);
-    };
-    const pairs = {
-      fetch: {
+/** The sides of each pair, over one set of clients (fresh for each pair: see httpSection). */
+function pairSides(what, { direct, twin, passThrough, http, known }) {
+  const expectOk = (text) => {
+    if (text !== 'ok') throw new Error(`unexpected answer ${text}`);
+  };
+  const get = (dispatcher, origin) =>
+    dispatcher
+      .request({ origin, path: '/x', method: 'GET' })
+      .then((r) => r.body.text())
+      .then(expectOk);
+  switch (what) {
+    case 'fetch':
+      return {
         direct: () =>
           undiciFetch(`${known()}/x`, { dispatcher: direct })
             .then((r) => r.text())
@@ -82,113 +100,140 @@ export async function httpSection({ agent, api, report }) {
             .fetch(`http://${SERVICE}/x`)
             .then((r) => r.text())
             .then(expectOk),
-      },
-      dispatcher: {
-        direct: () =>
-          direct
-            .request({ origin: known(), path: '/x', method: 'GET' })
-            .then((r) => r.body.text())
-            .then(expectOk),
-        byName: () =>
-          http.dispatcher
-            .request({ origin: `http://${SERVICE}`, path: '/x', method: 'GET' })
-            .then((r) => r.body.text())
-            .then(expectOk),
-        twin: () =>
-          twin
-            .request({ origin: known(), path: '/x', method: 'GET' })
-            .then((r) => r.body.text())
-            .then(expectOk),
-        composed: () =>
-          passThrough
-            .request({ origin: known(), path: '/x', method: 'GET' })
-            .then((r) => r.body.text())
-            .then(expectOk),
-      },
-      'axios adapter': {
+      };
+    case 'dispatcher':
+      return {
+        direct: () => get(direct, known()),
+        byName: () => get(http.dispatcher, `http://${SERVICE}`),
+        twin: () => get(twin, known()),
+        composed: () => get(passThrough, known()),
+      };
+    default: {
+      const axiosDirect = axios.create({ responseType: 'text' });
+      const axiosByName = axios.create({ responseType: 'text', adapter: http.axiosAdapter() });
+      return {
         direct: () => axiosDirect.get(`${known()}/x`).then((r) => expectOk(r.data)),
         byName: () => axiosByName.get(`http://${SERVICE}/x`).then((r) => expectOk(r.data)),
-      },
-    };
-    const section = `7. HTTP client overhead (${INSTANCES} echo servers in a child process; direct = a plain Agent to a known address)`;
-    const results = {};
-    for (const [what, pair] of Object.entries(pairs)) {
-      const { composed } = pair;
-      const sides = { direct: pair.direct, byName: pair.byName };
-      const sequential = await timeInterleaved(sides, { iterations: SEQUENTIAL, warmup: 300 });
-      const s = { direct: summarize(sequential.direct), byName: summarize(sequential.byName) };
-      const addedLatency = s.byName.mean - s.direct.mean;
-      report.row({
-        section,
-        name: `${what} by name, sequential (direct: p50 ${(s.direct.p50 / 1e3).toFixed(0)} µs)`,
-        unit: 'ns',
-        stats: s.byName,
-        note: `${addedLatency >= 0 ? '+' : ''}${(addedLatency / 1e3).toFixed(1)} µs mean vs direct`,
-        target: { text: '≤ +50 µs mean', met: addedLatency <= ADDED_TARGET_NS },
-      });
-      const order = composed ? ['direct', 'byName', 'twin', 'composed'] : ['direct', 'byName'];
-      for (const side of order) await measureRound(pair[side], WARMUP, CONCURRENCY);
-      const rounds = [];
-      for (let round = 0; round < ROUNDS; round++) {
-        const measured = {};
-        for (const side of round % 2 === 0 ? order : [...order].reverse()) {
-          collect();
-          measured[side] = await measureRound(pair[side], PER_ROUND, CONCURRENCY);
-        }
-        rounds.push(measured);
-      }
-      const cpuDiff = (side) => rounds.map((r) => r[side].cpuUs - r.direct.cpuUs);
-      const rateRatio = (side) => rounds.map((r) => r[side].rate / r.direct.rate);
-      const directCpu = median(rounds.map((r) => r.direct.cpuUs));
-      const added = median(cpuDiff('byName'));
-      const ratio = median(rateRatio('byName'));
-      report.row({
-        section,
-        name: `${what} by name, client CPU per request, ${CONCURRENCY} concurrent`,
-        value:
-          `${added >= 0 ? '+' : ''}${added.toFixed(2)} µs vs direct (${directCpu.toFixed(1)} µs); ` +
-          `per-round differences ${spread(cpuDiff('byName'))} µs over ${ROUNDS} rounds of ${PER_ROUND}`,
-        target: { text: `≤ +${CPU_TARGET_US} µs`, met: added <= CPU_TARGET_US },
-      });
-      report.row({
-        section,
-        name: `${what} by name, throughput, ${CONCURRENCY} concurrent`,
-        value:
-          `${(ratio * 100).toFixed(1)}% of direct (per-round ${spread(rateRatio('byName').map((r) => r * 100))}%; ` +
-          `direct ${median(rounds.map((r) => r.direct.rate)).toFixed(0)} req/s)`,
-        target: { text: '≥ 95% of direct', met: ratio >= THROUGHPUT_TARGET },
-      });
-      if (composed) {
-        report.row({
-          section,
-          name: `  reference: a second plain Agent, the same requests (A/A: the method's noise)`,
-          value:
-            `${median(cpuDiff('twin')).toFixed(2)} µs CPU per request vs direct ` +
-            `(${spread(cpuDiff('twin'))}); ${(median(rateRatio('twin')) * 100).toFixed(1)}% of direct throughput`,
-        });
-        report.row({
-          section,
-          name: `  reference: a pass-through compose() interceptor on a plain Agent`,
-          value:
-            `${median(cpuDiff('composed')).toFixed(2)} µs CPU per request vs direct ` +
-            `(${spread(cpuDiff('composed'))}); ${(median(rateRatio('composed')) * 100).toFixed(1)}% of direct throughput`,
-        });
-      }
-      results[what] = {
-        sequential: s,
-        addedLatencyMeanNs: addedLatency,
-        rounds,
-        addedCpuUs: added,
-        throughputRatio: ratio,
       };
     }
-    return results;
+  }
+}
+
+export async function httpSection({ agent, api, report }) {
+  const servers = await startEchoServers(INSTANCES);
+  let pinning = { pinned: false, restore: () => undefined };
+  try {
+    await api.inBatches(servers.ports, INSTANCES, (port, i) =>
+      api.register(SERVICE, `${SERVICE}-${i}`, port),
+    );
+    pinning = pinApart([servers.pid, agent.pid]);
+    let turn = 0;
+    const known = () => `http://127.0.0.1:${servers.ports[turn++ % INSTANCES]}`;
+    const section =
+      `7. HTTP client overhead (${INSTANCES} echo servers in a child process; direct = a plain ` +
+      `Agent to a known address; ${pinning.pinned ? 'client on CPU 0, servers and agent on the others' : 'not pinned'})`;
+    const results = {};
+    for (const what of ['fetch', 'dispatcher', 'axios adapter']) {
+      // Every client fresh for each pair: no side inherits pools or state an earlier pair left.
+      const direct = new Agent();
+      // The same requests through a second plain Agent: what the method reports for no difference.
+      const twin = new Agent();
+      // undici's compose() around a plain Agent with an interceptor that does nothing.
+      const passThrough = new Agent().compose(
+        (dispatch) => (opts, handler) => dispatch(opts, handler),
+      );
+      const client = await discoveryApp(moduleOptions(agent, { register: false }));
+      try {
+        const http = client.app.get(DiscoveryHttpClient);
+        results[what] = await measurePair(
+          report,
+          section,
+          what,
+          pairSides(what, { direct, twin, passThrough, http, known }),
+        );
+      } finally {
+        await client.close();
+        await Promise.all([direct.close(), twin.close(), passThrough.close()]);
+      }
+    }
+    return { pinned: pinning.pinned, ...results };
   } finally {
-    await client.close();
-    await direct.close();
-    await passThrough.close();
-    await twin.close();
+    pinning.restore();
     await servers.stop();
     await Promise.all(servers.ports.map((_, i) => api.deregister(`${SERVICE}-${i}`)));
   }
+}
+
+/** Sequential and concurrent measurements of one pair (and the dispatcher's references). */
+async function measurePair(report, section, what, pair) {
+  const { composed } = pair;
+  const sides = { direct: pair.direct, byName: pair.byName };
+  const sequential = await timeInterleaved(sides, { iterations: SEQUENTIAL, warmup: 300 });
+  const s = { direct: summarize(sequential.direct), byName: summarize(sequential.byName) };
+  const addedLatency = s.byName.mean - s.direct.mean;
+  report.row({
+    section,
+    name: `${what} by name, sequential (direct: p50 ${(s.direct.p50 / 1e3).toFixed(0)} µs)`,
+    unit: 'ns',
+    stats: s.byName,
+    note: `${addedLatency >= 0 ? '+' : ''}${(addedLatency / 1e3).toFixed(1)} µs mean vs direct`,
+    target: { text: '≤ +50 µs mean', met: addedLatency <= ADDED_TARGET_NS },
+  });
+  // The A/A side runs in the same rounds; the compose() reference in rounds of its own after
+  // them: next to its slices, a side read up to +1.8 µs (the A/A side did, with no difference).
+  const order = composed ? ['direct', 'byName', 'twin'] : ['direct', 'byName'];
+  for (const side of Object.keys(pair)) await measureRound(pair[side], WARMUP, CONCURRENCY);
+  const rounds = [];
+  for (let round = 0; round < ROUNDS; round++) rounds.push(await slicedRound(pair, order, round));
+  const composedRounds = [];
+  for (let round = 0; composed && round < ROUNDS; round++) {
+    composedRounds.push(await slicedRound(pair, ['direct', 'composed'], round));
+  }
+  const cpuDiff = (side, of = rounds) => of.map((r) => r[side].cpuUs - r.direct.cpuUs);
+  const rateRatio = (side, of = rounds) => of.map((r) => r[side].rate / r.direct.rate);
+  const directCpu = median(rounds.map((r) => r.direct.cpuUs));
+  const added = median(cpuDiff('byName'));
+  const ratio = median(rateRatio('byName'));
+  report.row({
+    section,
+    name: `${what} by name, client CPU per request, ${CONCURRENCY} concurrent`,
+    value:
+      `${added >= 0 ? '+' : ''}${added.toFixed(2)} µs vs direct (${directCpu.toFixed(1)} µs); ` +
+      `per-round differences ${spread(cpuDiff('byName'))} µs over ${ROUNDS} rounds of ${PER_ROUND}`,
+    target: { text: `≤ +${CPU_TARGET_US} µs`, met: added <= CPU_TARGET_US },
+  });
+  report.row({
+    section,
+    name: `${what} by name, throughput, ${CONCURRENCY} concurrent`,
+    value:
+      `${(ratio * 100).toFixed(1)}% of direct (per-round ${spread(rateRatio('byName').map((r) => r * 100))}%; ` +
+      `direct ${median(rounds.map((r) => r.direct.rate)).toFixed(0)} req/s)`,
+    target: { text: '≥ 95% of direct', met: ratio >= THROUGHPUT_TARGET },
+  });
+  if (composed) {
+    report.row({
+      section,
+      name: `  reference: a second plain Agent, the same requests (A/A: the method's noise)`,
+      value:
+        `${median(cpuDiff('twin')).toFixed(2)} µs CPU per request vs direct ` +
+        `(${spread(cpuDiff('twin'))}); ${(median(rateRatio('twin')) * 100).toFixed(1)}% of direct throughput`,
+    });
+    report.row({
+      section,
+      name: `  reference: a pass-through compose() interceptor on a plain Agent`,
+      value:
+        `${median(cpuDiff('composed', composedRounds)).toFixed(2)} µs CPU per request vs direct ` +
+        `(${spread(cpuDiff('composed', composedRounds))}); ` +
+        `${(median(rateRatio('composed', composedRounds)) * 100).toFixed(1)}% of direct throughput ` +
+        `(rounds of its own)`,
+    });
+  }
+  return {
+    sequential: s,
+    addedLatencyMeanNs: addedLatency,
+    rounds,
+    composedRounds,
+    addedCpuUs: added,
+    throughputRatio: ratio,
+  };
 }

@@ -1,4 +1,6 @@
 // Timing helpers shared by the sections.
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import process from 'node:process';
 import { setImmediate } from 'node:timers';
 
@@ -59,4 +61,29 @@ export async function timeInterleaved(fns, { iterations, warmup }) {
     }
   }
   return samples;
+}
+
+/**
+ * Pins this process to CPU 0 and `pids` (the servers it measures against, the Consul agent) to
+ * the other CPUs with `taskset`, so that client and servers stop preempting each other inside
+ * one measurement; returns whether it could and a function that gives this process every CPU
+ * back. A machine with one CPU or without `taskset` runs unpinned.
+ */
+export function pinApart(pids) {
+  const cpus = os.cpus().length;
+  const taskset = (list, pid) =>
+    execFileSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' });
+  if (cpus < 2) return { pinned: false, restore: () => undefined };
+  try {
+    taskset('0', process.pid);
+    for (const pid of pids) if (pid !== undefined) taskset(`1-${cpus - 1}`, pid);
+  } catch {
+    try {
+      taskset(`0-${cpus - 1}`, process.pid);
+    } catch {
+      // no taskset at all: nothing was pinned
+    }
+    return { pinned: false, restore: () => undefined };
+  }
+  return { pinned: true, restore: () => taskset(`0-${cpus - 1}`, process.pid) };
 }

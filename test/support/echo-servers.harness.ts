@@ -6,6 +6,8 @@ import { repoRoot } from './consul-agent.harness.js';
 export interface EchoServers {
   /** Loopback ports, one per server. */
   ports: number[];
+  /** The child process's pid (bench section 7 pins it to its own CPU). */
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -30,6 +32,7 @@ export async function startEchoServers(
   ])) as [{ ports: number[] }];
   return {
     ports: message.ports,
+    pid: child.pid,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, 'exit');
