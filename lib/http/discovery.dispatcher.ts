@@ -45,7 +45,7 @@ type Abort = (reason?: Error) => void;
  * instance when the retry rules, the body and the budget allow — only before response headers
  * reached the caller. Everything else goes to the agent untouched, with the caller's own handler.
  * A subclass rather than `compose()`: compose's wrapper converts every handler between undici's
- * two handler APIs on every callback (README "Overhead").
+ * two handler APIs on every callback (README "The HTTP client (sections 7, 7b and 8)").
  */
 export class DiscoveryDispatcher extends Dispatcher {
   private readonly origins = new ServiceOrigins();
