@@ -171,6 +171,24 @@ describe('OutlierEjection', () => {
     expect(ejection.isEjected(ref('s0'))).toBe(false);
   });
 
+  it('a restart on a new port is a new life: not ejected for the old one, not charged with its attempts', () => {
+    // The watch may never show the instance gone (its deregistration and new registration fall
+    // between two answers), so nothing forgets the old life's record.
+    const ejection = new OutlierEjection(policy, () => 0);
+    const old = [1, 2, 3, 4].map((port, i) => ({ ...ref(`s${i}`), address: '127.0.0.1', port }));
+    for (let i = 0; i < 5; i++) ejection.failed(old[0], old);
+    expect(ejection.isEjected(old[0])).toBe(true);
+    const restarted = { ...old[0], port: 9 };
+    const now = [restarted, ...old.slice(1)];
+    expect(ejection.eligible(now)).toHaveLength(4);
+    // Attempts still in flight to the old port fail after the watch shows the new one.
+    for (let i = 0; i < 5; i++) expect(ejection.failed(old[0], now)).toBe(false);
+    expect(ejection.eligible(now)).toHaveLength(4);
+    // The new life's own failures count from zero.
+    for (let i = 0; i < 4; i++) expect(ejection.failed(restarted, now)).toBe(false);
+    expect(ejection.failed(restarted, now)).toBe(true);
+  });
+
   it('the same serviceId on two nodes: ejecting one leaves the other', () => {
     const ejection = new OutlierEjection(policy, () => 0);
     const twins = [ref('api', 'node-a'), ref('api', 'node-b')];

@@ -1,4 +1,4 @@
-import { instanceKey, type InstanceRef } from './instance-key.js';
+import { instanceEndpoint, instanceKey, type InstanceRef } from './instance-key.js';
 
 export interface OutlierPolicy {
   consecutiveFailures: number;
@@ -8,6 +8,8 @@ export interface OutlierPolicy {
 }
 
 interface Record {
+  /** The life the failures are of (instance-key.ts `instanceEndpoint`). */
+  endpoint: string;
   failures: number;
   /** The multiplier of the next ejection's length, less one; decays while not ejected. */
   timesEjected: number;
@@ -20,7 +22,9 @@ interface Record {
  * max(1, floor(n × maxEjectionPercent / 100)) instances of a service are ejected at once, and
  * when fewer than half of the passing instances would be eligible, all of them are used. The
  * multiplier falls by one for every `baseEjectionMs` spent un-ejected (Envoy's rule). Instances
- * are keyed by node + serviceId (instance-key.ts).
+ * are keyed by node + serviceId (instance-key.ts); a record belongs to one life of the instance
+ * (its address and port), so a process restarted on a new port starts afresh even when the watch
+ * never showed it gone.
  */
 export class OutlierEjection {
   private readonly records = new Map<string, Record>();
@@ -48,7 +52,7 @@ export class OutlierEjection {
     // The common case, every request: no instance has failed, no key to build.
     if (this.records.size === 0) return;
     const record = this.records.get(instanceKey(instance));
-    if (record) record.failures = 0;
+    if (record?.endpoint === instanceEndpoint(instance)) record.failures = 0;
   }
 
   /**
@@ -57,12 +61,16 @@ export class OutlierEjection {
    */
   failed(instance: InstanceRef, passing: readonly InstanceRef[]): boolean {
     const key = instanceKey(instance);
-    // Gone from the set already (a request that was in flight when it left): a returning
-    // instance with the same identity must not inherit the failures of its previous life.
-    if (!passing.some((i) => instanceKey(i) === key)) return false;
+    const endpoint = instanceEndpoint(instance);
+    // Gone from the set already, or back there as a new life (a request that was in flight when
+    // it left): a returning instance with the same identity must not inherit the failures of its
+    // previous life.
+    if (!passing.some((i) => instanceKey(i) === key && instanceEndpoint(i) === endpoint)) {
+      return false;
+    }
     let record = this.records.get(key);
-    if (!record) {
-      record = { failures: 0, timesEjected: 0, ejectedUntil: 0 };
+    if (!record || record.endpoint !== endpoint) {
+      record = { endpoint, failures: 0, timesEjected: 0, ejectedUntil: 0 };
       this.records.set(key, record);
     }
     record.failures++;
@@ -87,7 +95,12 @@ export class OutlierEjection {
   }
 
   isEjected(instance: InstanceRef, now = this.now()): boolean {
-    return (this.records.get(instanceKey(instance))?.ejectedUntil ?? 0) > now;
+    const record = this.records.get(instanceKey(instance));
+    return (
+      record !== undefined &&
+      record.ejectedUntil > now &&
+      record.endpoint === instanceEndpoint(instance)
+    );
   }
 
   /** Forget instances that left the passing set (keys: instance-key.ts). */
