@@ -185,6 +185,67 @@ describe('exclusive sharding on a real agent: stalls, deregistration, datacenter
     }
   });
 
+  it('after an agent restart, the instance that finds out first waits a lease before taking partitions: no two runs of one partition overlap', async () => {
+    // A dev agent comes back empty: every session and lock is gone, and no lock-delay is left to
+    // hold a freed key. b beats every 300 ms straight to the agent and finds out first; a goes
+    // through the proxy, which holds its requests 1.5 s from the restart on, so a runs on
+    // until its own heartbeat tells it (or its lease of 5 s lapses). b, seeing itself alone,
+    // would take every partition at once — a's included.
+    const runs: { app: string; p: number; from: number; to: number }[] = [];
+    const record = (app: TestingModule, name: string) =>
+      app.get(ShardingService).onPartition(async (p, { signal }) => {
+        const run = { app: name, p, from: performance.now(), to: Infinity };
+        runs.push(run);
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        run.to = performance.now();
+      });
+    const a = await apps.start(options(`${NAME}-a`, { healthCheck: { ttl: '6s' } }));
+    record(a, 'a');
+    await waitFor(() => a.get(ShardingService).owned().length === P, {
+      timeoutMs: 10_000,
+      message: 'a owns all',
+    });
+    const b = await apps.start(
+      options(`${NAME}-b`, {
+        consul: { host: '127.0.0.1', port: agent.httpPort, timeoutMs: 2_000 },
+        healthCheck: { ttl: '6s' },
+        heartbeat: { intervalRatio: 0.05 },
+      }),
+    );
+    record(b, 'b');
+    const owned = () => [a, b].map((app) => app.get(ShardingService).owned().length);
+    await waitFor(() => owned()[0] > 0 && owned()[1] > 0 && owned()[0] + owned()[1] === P, {
+      timeoutMs: 15_000,
+      message: 'a and b share the partitions',
+    });
+
+    proxy.requestDelayMs = 1_500;
+    await agent.restart();
+    const upAt = performance.now();
+    await waitFor(() => runs.every((r) => r.app !== 'a' || r.to !== Infinity), {
+      timeoutMs: 10_000,
+      message: 'a let go of its partitions',
+    });
+    proxy.requestDelayMs = 0;
+    // Both back, every partition run again through the new agent.
+    await waitFor(
+      () =>
+        Array.from({ length: P }, (_, p) =>
+          runs.some((r) => r.p === p && r.from > upAt && r.to === Infinity),
+        ).every(Boolean),
+      { timeoutMs: 30_000, message: 'every partition run again after the restart' },
+    );
+    const overlaps = runs.flatMap((r, i) =>
+      runs
+        .slice(i + 1)
+        .filter((o) => o.p === r.p && o.app !== r.app && o.from < r.to && r.from < o.to)
+        .map(
+          (o) => `p${r.p}: ${r.app} until ${r.to.toFixed(0)}, ${o.app} from ${o.from.toFixed(0)}`,
+        ),
+    );
+    expect(overlaps).toEqual([]);
+  });
+
   it("consul.datacenter naming another datacenter: discovery reads go there, sharding's stay local", async () => {
     const a = await apps.start({
       ...options(`${NAME}-dc`),

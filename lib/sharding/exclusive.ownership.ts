@@ -74,6 +74,8 @@ export class ExclusiveOwnership implements Ownership {
   private cutDrains!: () => void;
   private retryTimer?: NodeJS.Timeout;
   private retryAt = 0;
+  /** No acquisition before this (`performance.now()`): one lease after the agent lost its state. */
+  private acquireFrom = 0;
   private lapseTimer?: NodeJS.Timeout;
   private subscriptions?: Subscription;
   private readonly abort = new AbortController();
@@ -268,6 +270,11 @@ export class ExclusiveOwnership implements Ownership {
     if (this.stopping) return;
     this.lease.lose();
     this.session = undefined;
+    // Every other instance's session and locks went with the agent's state, and with them the
+    // lock-delay that would have held a freed key; an owner learns it only at its next
+    // heartbeat. Its last confirmed pass was sent before the loss, so one lease from now it has
+    // let go, by that heartbeat or by its lease lapsing; until then nothing is asked.
+    this.acquireFrom = performance.now() + this.lease.ms;
     const dropped = this.stopRuns();
     if (dropped.length > 0) {
       this.logger.warn(
@@ -304,7 +311,9 @@ export class ExclusiveOwnership implements Ownership {
 
   private acquireWanted(): void {
     if (this.stopping || this.registration.state !== 'registered') return;
-    if (!this.lease.isFresh(performance.now())) return;
+    const now = performance.now();
+    if (!this.lease.isFresh(now)) return;
+    if (now < this.acquireFrom) return this.retryIn(this.acquireFrom - now);
     const wanted = ascending(this.target).filter((p) => this.stateOf(p) === 'free');
     if (wanted.length === 0) return;
     const session = this.session;
