@@ -2,8 +2,8 @@
 // others (test/support/fixtures/echo-servers.mjs delays). p50/p99 per request for round-robin,
 // least-request and p2c-ewma, next to the same load on three healthy instances (round-robin), all
 // in one run, in two scenarios: a service answering in 20 ms called by 8 concurrent loops (the
-// target applies), and a saturating one — 5 ms answers, 32 loops, the client's CPU the limit —
-// shown for what the prescribed cost does there: latency × (in flight + 1) prices a 5 ms
+// target applies), and one that queues — 5 ms answers, 32 loops, ~4,000 requests/s on the
+// 2-core machine — shown for what the prescribed cost does there: latency × (in flight + 1) prices a 5 ms
 // instance with ~13 requests in flight above a 50 ms one with none, and the peak-EWMA of a 5 ms
 // instance follows its own tail (README "Calling a service by name"). Steady state: one client
 // per configuration, each warmed under the same load for WARM_MS (the EWMA's 10 s decay: a fresh
@@ -69,7 +69,7 @@ async function balancingScenario({ agent, api, report }, scenario) {
     ];
     const section =
       `7b. Balancing with one instance 10× slower (${fastMs} vs ${slowMs} ms, 3 instances, ` +
-      `${concurrency} concurrent${target ? '' : '; saturating, no target'})`;
+      `${concurrency} concurrent${target ? '' : '; queueing, no target'})`;
     const samples = Object.fromEntries(runs.map(([name]) => [name, []]));
     const toSlow = Object.fromEntries(runs.map(([name]) => [name, 0]));
     const slowOrigin = `http://127.0.0.1:${servers.ports[delays.length - 1]}`;

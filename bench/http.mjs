@@ -36,10 +36,10 @@ const CPU_TARGET_US = 1.5;
 const THROUGHPUT_TARGET = 0.95;
 
 /**
- * `count` requests by `width` workers: requests per second, and the client process's CPU
- * (user + system) per request in µs.
+ * `count` requests by `width` workers: the seconds they took and the client process's CPU (user +
+ * system) they used, in µs.
  */
-async function measureRound(call, count, width) {
+async function measureSlice(call, count, width) {
   let left = count;
   const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
@@ -50,7 +50,7 @@ async function measureRound(call, count, width) {
   );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = process.cpuUsage(cpu0);
-  return { rate: count / seconds, cpuUs: (cpu.user + cpu.system) / count };
+  return { seconds, cpuUs: cpu.user + cpu.system };
 }
 
 /**
@@ -62,9 +62,9 @@ async function slicedRound(pair, order, round) {
   collect();
   for (let slice = 0; slice < PER_ROUND / SLICE; slice++) {
     for (const side of (round + slice) % 2 === 0 ? order : [...order].reverse()) {
-      const { rate, cpuUs } = await measureRound(pair[side], SLICE, CONCURRENCY);
-      totals[side].seconds += SLICE / rate;
-      totals[side].cpuUs += cpuUs * SLICE;
+      const { seconds, cpuUs } = await measureSlice(pair[side], SLICE, CONCURRENCY);
+      totals[side].seconds += seconds;
+      totals[side].cpuUs += cpuUs;
     }
   }
   return Object.fromEntries(
@@ -182,7 +182,7 @@ async function measurePair(report, section, what, pair) {
   // The A/A side runs in the same rounds; the compose() reference in rounds of its own after
   // them: next to its slices, a side read up to +1.8 µs (the A/A side did, with no difference).
   const order = composed ? ['direct', 'byName', 'twin'] : ['direct', 'byName'];
-  for (const side of Object.keys(pair)) await measureRound(pair[side], WARMUP, CONCURRENCY);
+  for (const side of Object.keys(pair)) await measureSlice(pair[side], WARMUP, CONCURRENCY);
   const rounds = [];
   for (let round = 0; round < ROUNDS; round++) rounds.push(await slicedRound(pair, order, round));
   const composedRounds = [];

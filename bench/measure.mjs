@@ -73,17 +73,19 @@ export function pinApart(pids) {
   const cpus = os.cpus().length;
   const taskset = (list, pid) =>
     execFileSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' });
-  if (cpus < 2) return { pinned: false, restore: () => undefined };
+  const restore = () => taskset(`0-${cpus - 1}`, process.pid);
+  const unpinned = { pinned: false, restore: () => undefined };
+  if (cpus < 2) return unpinned;
   try {
     taskset('0', process.pid);
     for (const pid of pids) if (pid !== undefined) taskset(`1-${cpus - 1}`, pid);
   } catch {
     try {
-      taskset(`0-${cpus - 1}`, process.pid);
+      restore();
     } catch {
       // no taskset at all: nothing was pinned
     }
-    return { pinned: false, restore: () => undefined };
+    return unpinned;
   }
-  return { pinned: true, restore: () => taskset(`0-${cpus - 1}`, process.pid) };
+  return { pinned: true, restore };
 }
