@@ -44,7 +44,7 @@ export interface ChildAppOptions {
   /** With `options.sharding`: the partition handler's tuning (CHILD_APP_SHARD, see the fixture). */
   shard?: ShardTuning;
   /** Serve HTTP on `options.service.port` (CHILD_APP_HTTP, see the fixture); POST bodies go to `logFile`. */
-  http?: { logFile: string };
+  http?: { logFile: string; registerAfterListen?: boolean };
   /** Another fixture speaking the same protocol (default CHILD_APP_FIXTURE), with its own variables. */
   fixture?: { path: string; env?: Record<string, string> };
 }

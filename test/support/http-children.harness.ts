@@ -22,6 +22,12 @@ export interface HttpChildrenSettings {
   maxLifeMs?: number;
   /** Bound on "every child listens and is passing in Consul" (default 30 s). */
   readyTimeoutMs?: number;
+  /**
+   * Each child registers only once its server listens (`autoRegister: false`, then
+   * `registerSelf()` after `listen()`, README "Registration and listen()"); by default it
+   * registers in `init()`, before it listens, as `autoRegister` does.
+   */
+  registerAfterListen?: boolean;
 }
 
 export interface HttpChild {
@@ -134,9 +140,10 @@ async function startHttpChild(
         retry: { maxAttempts: 3, initialDelayMs: 50, maxDelayMs: 500 },
         shutdownTimeoutMs: 5_000,
         ...(s.sharding ? { sharding: s.sharding } : {}),
+        ...(s.registerAfterListen ? { autoRegister: false } : {}),
       },
       maxLifeMs: s.maxLifeMs ?? 120_000,
-      http: { logFile },
+      http: { logFile, registerAfterListen: s.registerAfterListen },
     });
     const child = httpChild(serviceId, port, logFile, app);
     track(child);
