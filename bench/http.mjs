@@ -14,9 +14,10 @@
 //   the dispatcher two more sides: a second plain Agent (A/A: what the method reports when there
 //   is no difference), and a pass-through interceptor composed with undici's compose() on a
 //   plain Agent, which tells whether compose() itself is a cost (the client's dispatcher is a
-//   Dispatcher subclass, no compose()).
+//   Dispatcher subclass, no compose()); and the dispatcher's own code with the network taken
+//   out (ownCode below).
 import axios from 'axios';
-import { Agent, fetch as undiciFetch } from 'undici';
+import { Agent, Dispatcher, fetch as undiciFetch } from 'undici';
 import { startEchoServers } from '../.tmp/toolkit/toolkit.js';
 import { DiscoveryHttpClient } from '../dist/index.js';
 import { discoveryApp, moduleOptions } from './apps.mjs';
@@ -122,6 +123,7 @@ function pairSides(what, { direct, twin, passThrough, http, known }) {
 export async function httpSection({ agent, api, report }) {
   const servers = await startEchoServers(INSTANCES);
   let pinning = { pinned: false, restore: () => undefined };
+  let own;
   try {
     await api.inBatches(servers.ports, INSTANCES, (port, i) =>
       api.register(SERVICE, `${SERVICE}-${i}`, port),
@@ -133,6 +135,11 @@ export async function httpSection({ agent, api, report }) {
       `7. HTTP client overhead (${INSTANCES} echo servers in a child process; direct = a plain ` +
       `Agent to a known address; ${pinning.pinned ? 'client on CPU 0, servers and agent on the others' : 'not pinned'})`;
     const results = {};
+    // Its own client, kept open: the same code measured before the pairs and after them.
+    own = await discoveryApp(moduleOptions(agent, { register: false }));
+    const ownHttp = own.app.get(DiscoveryHttpClient);
+    await ownHttp.fetch(`http://${SERVICE}/x`).then((r) => r.text());
+    results.ownCodeFirst = await ownCode(report, section, ownHttp, known, 'before the pairs ran');
     for (const what of ['fetch', 'dispatcher', 'axios adapter']) {
       // Every client fresh for each pair: no side inherits pools or state an earlier pair left.
       const direct = new Agent();
@@ -156,8 +163,10 @@ export async function httpSection({ agent, api, report }) {
         await Promise.all([direct.close(), twin.close(), passThrough.close()]);
       }
     }
+    results.ownCodeAfter = await ownCode(report, section, ownHttp, known, 'after the pairs ran');
     return { pinned: pinning.pinned, ...results };
   } finally {
+    await own?.close();
     pinning.restore();
     await servers.stop();
     await Promise.all(servers.ports.map((_, i) => api.deregister(`${SERVICE}-${i}`)));
@@ -236,4 +245,67 @@ async function measurePair(report, section, what, pair) {
     addedCpuUs: added,
     throughputRatio: ratio,
   };
+}
+
+const STUB_HEADERS = [Buffer.from('content-length'), Buffer.from('2')];
+const STUB_BODY = Buffer.from('ok');
+
+/** Answers every request on a microtask with 200 "ok": no socket, no parser, no server. */
+class StubAgent extends Dispatcher {
+  dispatch(opts, handler) {
+    queueMicrotask(() => {
+      handler.onConnect(() => undefined);
+      handler.onHeaders(200, STUB_HEADERS, () => undefined, 'OK');
+      handler.onData(STUB_BODY);
+      handler.onComplete([]);
+    });
+    return true;
+  }
+}
+
+/** One request through `dispatcher` with a handler that does nothing but settle. */
+function stubCall(dispatcher, origin) {
+  return new Promise((resolve, reject) => {
+    dispatcher.dispatch(
+      { origin, path: '/x', method: 'GET' },
+      {
+        onConnect: () => undefined,
+        onHeaders: () => true,
+        onData: () => true,
+        onComplete: resolve,
+        onError: reject,
+      },
+    );
+  });
+}
+
+/**
+ * The dispatcher's own code with the network taken out: the client's dispatcher class over a
+ * stub agent (the same parts: watch, balancer, ejection) vs the stub alone, in the same sliced
+ * rounds. Run before the pairs (its call sites have seen one kind of caller) and after them
+ * (fetch's, request()'s and axios's options and handlers went through the same code).
+ */
+async function ownCode(report, section, http, known, when) {
+  const stub = new StubAgent();
+  // Internal: the dispatcher's class and its parts (lib/http/discovery.dispatcher.ts).
+  const overStub = new http.dispatcher.constructor(stub, http.dispatcher.parts);
+  const pair = {
+    direct: () => stubCall(stub, known()),
+    byName: () => stubCall(overStub, `http://${SERVICE}`),
+  };
+  for (const side of Object.keys(pair)) await measureSlice(pair[side], WARMUP, CONCURRENCY);
+  const rounds = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    rounds.push(await slicedRound(pair, ['direct', 'byName'], round));
+  }
+  const diffNs = rounds.map((r) => (r.byName.cpuUs - r.direct.cpuUs) * 1e3);
+  const stubNs = median(rounds.map((r) => r.direct.cpuUs * 1e3));
+  report.row({
+    section,
+    name: `  reference: the dispatcher over a stub agent, no network, ${when}`,
+    value:
+      `+${median(diffNs).toFixed(0)} ns CPU per call vs the stub alone (${stubNs.toFixed(0)} ns); ` +
+      `per-round ${spread(diffNs)} ns`,
+  });
+  return { addedNs: median(diffNs), stubNs, rounds };
 }
