@@ -18,6 +18,7 @@ import {
   type ConsulAgent,
   type HttpChild,
   type HttpChildren,
+  type HttpChildrenSettings,
 } from './support/index.js';
 
 // DiscoveryHttpClient (README "Calling a service by name") against real HTTP servers in their
@@ -62,12 +63,7 @@ async function client(http: DiscoveryModuleOptions['http'] = {}): Promise<Discov
 
 async function children(
   service: string,
-  extra: {
-    sharding?: object;
-    ttl?: string;
-    maxLifeMs?: number;
-    registerAfterListen?: boolean;
-  } = {},
+  extra: Omit<HttpChildrenSettings, 'agent' | 'service' | 'count'> = {},
 ): Promise<HttpChildren> {
   const group = await startHttpChildren({ agent, service, count: 3, ...extra });
   groups.push(group);
