@@ -52,7 +52,10 @@ export class OutlierEjection {
     // The common case, every request: no instance has failed, no key to build.
     if (this.records.size === 0) return;
     const record = this.records.get(instanceKey(instance));
-    if (record?.endpoint === instanceEndpoint(instance)) record.failures = 0;
+    // Only a count to reset costs the endpoint's string.
+    if (record && record.failures > 0 && record.endpoint === instanceEndpoint(instance)) {
+      record.failures = 0;
+    }
   }
 
   /**
