@@ -117,32 +117,48 @@ describe('exclusive sharding on a real agent: stalls, deregistration, datacenter
     await apps.close(b);
     await waitFor(() => stalled > 0, { timeoutMs: 10_000, message: 'a stalled while acquiring' });
     // Every lock the agent shows held is a's, owned by a and run by its handler; and a owns
-    // every partition (nobody else is there to).
+    // every partition (nobody else is there to). a's side is read before and after the agent's
+    // answer and must not have moved in between: a re-acquisition that lands while the keys are
+    // read would pair an older key with a newer run.
+    const sideOfA = () => {
+      const owned = sa.owned();
+      const tokens = owned.map((p) => sa.token(p));
+      const running = handlers.running();
+      const runs = handlers.runs.slice();
+      const moment = JSON.stringify([owned, tokens, runs.length, [...running]]);
+      return { owned, tokens, running, runs, moment };
+    };
     let seen = '';
     const settled = await waitFor(
       async () => {
+        const before = sideOfA();
         const held = (await keys()).filter((k) => k.Session);
+        const side = sideOfA();
+        if (before.moment !== side.moment) {
+          seen = 'a changed while the keys were read';
+          return undefined;
+        }
         const partitions = held.map((k) => Number(k.Key.slice(PREFIX.length)));
-        const running = handlers.running();
-        const stranded = partitions.filter((p) => !sa.owns(p) || !running.has(p));
-        seen = `held ${partitions.join(',')}; owned ${sa.owned().join(',')}; stranded ${stranded.join(',')}`;
-        return stranded.length === 0 && held.length === P && sa.owned().length === P
-          ? held
+        const stranded = partitions.filter((p) => !side.owned.includes(p) || !side.running.has(p));
+        seen = `held ${partitions.join(',')}; owned ${side.owned.join(',')}; stranded ${stranded.join(',')}`;
+        return stranded.length === 0 && held.length === P && side.owned.length === P
+          ? { held, side }
           : undefined;
       },
       { timeoutMs: 15_000, message: "every lock held by a's session is owned and run by a" },
     ).catch((error: unknown) => {
       throw new Error(`${(error as Error).message}; last seen: ${seen}`);
     });
-    expect(new Set(settled.map((k) => k.Session)).size).toBe(1);
+    const { held, side } = settled;
+    expect(new Set(held.map((k) => k.Session)).size).toBe(1);
     // The stall did lapse the lease (the race this test is about happened).
     expect(logger.lines('warn').join('\n')).toMatch(/lease of "xshards-a" lapsed/);
     // Each partition's current run carries its key's LockIndex, newer than any earlier run's.
-    for (const key of settled) {
+    for (const key of held) {
       const p = Number(key.Key.slice(PREFIX.length));
-      const ofP = handlers.runs.filter((r) => r.p === p);
+      const ofP = side.runs.filter((r) => r.p === p);
       expect(ofP.at(-1)!.token).toBe(key.LockIndex);
-      expect(sa.token(p)).toBe(key.LockIndex);
+      expect(side.tokens[side.owned.indexOf(p)]).toBe(key.LockIndex);
       const tokens = ofP.map((r) => r.token!);
       expect(tokens).toEqual([...new Set(tokens)].sort((x, y) => x - y));
     }
