@@ -260,6 +260,23 @@ describe('RetryBudget', () => {
     now = 10_500; // the window has moved past all of it
     expect(budget.tryRetry()).toBe(true);
   });
+
+  it('reads the clock once per 64 requests, and loses fewer than 64 of them to it', () => {
+    let now = 0;
+    let reads = 0;
+    const budget = new RetryBudget(100, 0, () => (reads++, now));
+    reads = 0;
+    for (let i = 0; i < 6_400; i++) budget.request();
+    expect(reads).toBe(100);
+    // The 63 requests since the last read count in that read's bucket: 10 s on, they have left
+    // the window, and only they — the 100 after are all counted.
+    for (let i = 0; i < 63; i++) budget.request();
+    now = 10_500;
+    for (let i = 0; i < 100; i++) budget.request();
+    let allowed = 0;
+    while (budget.tryRetry()) allowed++;
+    expect(allowed).toBe(100);
+  });
 });
 
 describe('retry rules', () => {
