@@ -9,13 +9,13 @@
 //   requests taking turns between the sides (order alternating), so that the machine's drift,
 //   which moves CPU per request by ±30% within seconds here, hits every side alike; the median
 //   of the per-round differences (by name − direct) with its spread (min–max over the rounds),
-//   and the median of the per-round throughput ratios. This process runs on CPU 0 and the echo
-//   servers and the agent on the others (measure.mjs pinApart), when the machine allows. For
-//   the dispatcher two more sides: a second plain Agent (A/A: what the method reports when there
-//   is no difference), and a pass-through interceptor composed with undici's compose() on a
-//   plain Agent, which tells whether compose() itself is a cost (the client's dispatcher is a
-//   Dispatcher subclass, no compose()); and the dispatcher's own code with the network taken
-//   out (ownCode below).
+//   and the median of the per-round throughput ratios; no collection is forced inside the rounds
+//   (warm() says why). This process runs on CPU 0 and the echo servers and the agent on the
+//   others (measure.mjs pinApart), when the machine allows. For the dispatcher two more sides: a
+//   second plain Agent (A/A: what the method reports when there is no difference), and a
+//   pass-through interceptor composed with undici's compose() on a plain Agent, which tells
+//   whether compose() itself is a cost (the client's dispatcher is a Dispatcher subclass, no
+//   compose()); and the dispatcher's own code with the network taken out (ownCode below).
 import axios from 'axios';
 import { Agent, Dispatcher, fetch as undiciFetch } from 'undici';
 import { startEchoServers } from '../.tmp/toolkit/toolkit.js';
@@ -60,7 +60,6 @@ async function measureSlice(call, count, width) {
  */
 async function slicedRound(pair, order, round) {
   const totals = Object.fromEntries(order.map((side) => [side, { seconds: 0, cpuUs: 0 }]));
-  collect();
   for (let slice = 0; slice < PER_ROUND / SLICE; slice++) {
     for (const side of (round + slice) % 2 === 0 ? order : [...order].reverse()) {
       const { seconds, cpuUs } = await measureSlice(pair[side], SLICE, CONCURRENCY);
@@ -76,8 +75,14 @@ async function slicedRound(pair, order, round) {
   );
 }
 
-/** Every side of `pair` warmed with WARMUP requests. */
+/**
+ * Every side of `pair` warmed with WARMUP requests, after a full collection — the only one forced:
+ * one inside the rounds discards optimized code that holds objects that died (V8's "weak
+ * objects" deoptimizations), and the side with more code to optimize again pays for it (README
+ * "The HTTP client": ~+1.4 µs on the by-name side).
+ */
 async function warm(pair) {
+  collect();
   for (const side of Object.keys(pair)) await measureSlice(pair[side], WARMUP, CONCURRENCY);
 }
 
@@ -290,8 +295,8 @@ function stubCall(dispatcher, origin) {
 /**
  * The dispatcher's own code with the network taken out: the client's dispatcher class over a
  * stub agent (the same parts: watch, balancer, ejection) vs the stub alone, in the same sliced
- * rounds. Run before the pairs and after them (README section 7: the same code costs more once
- * real requests went through it; why is not found yet).
+ * rounds. Run before the pairs and after them (README section 7: it costs a little more after
+ * them; with a forced collection in every round it cost several times more).
  */
 async function ownCode(report, section, http, known, when) {
   const stub = new StubAgent();
