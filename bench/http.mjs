@@ -11,8 +11,8 @@
 //   of the per-round differences (by name − direct) with its spread (min–max over the rounds),
 //   and the median of the per-round throughput ratios; no collection is forced inside the rounds
 //   (warm() says why). This process runs on CPU 0 and the echo servers and the agent on the
-//   others (measure.mjs pinApart), when the machine allows. For the dispatcher two more sides: a
-//   second plain Agent (A/A: what the method reports when there is no difference), and a
+//   others (measure.mjs pinApart), when the machine allows. For fetch and the dispatcher a second
+//   plain Agent (A/A: what the method reports when there is no difference); for the dispatcher a
 //   pass-through interceptor composed with undici's compose() on a plain Agent, which tells
 //   whether compose() itself is a cost (the client's dispatcher is a Dispatcher subclass, no
 //   compose()); and the dispatcher's own code with the network taken out (ownCode below).
@@ -107,18 +107,21 @@ function pairSides(what, { direct, twin, passThrough, http, known }) {
       .then((r) => r.body.text())
       .then(expectOk);
   switch (what) {
-    case 'fetch':
+    case 'fetch': {
+      const fetchVia = (dispatcher) =>
+        undiciFetch(`${known()}/x`, { dispatcher })
+          .then((r) => r.text())
+          .then(expectOk);
       return {
-        direct: () =>
-          undiciFetch(`${known()}/x`, { dispatcher: direct })
-            .then((r) => r.text())
-            .then(expectOk),
+        direct: () => fetchVia(direct),
         byName: () =>
           http
             .fetch(`http://${SERVICE}/x`)
             .then((r) => r.text())
             .then(expectOk),
+        twin: () => fetchVia(twin),
       };
+    }
     case 'dispatcher':
       return {
         direct: () => get(direct, known()),
@@ -192,7 +195,7 @@ export async function httpSection({ agent, api, report }) {
 
 /** Sequential and concurrent measurements of one pair (and the dispatcher's references). */
 async function measurePair(report, section, what, pair) {
-  const { composed } = pair;
+  const { composed, twin } = pair;
   const sides = { direct: pair.direct, byName: pair.byName };
   const sequential = await timeInterleaved(sides, { iterations: SEQUENTIAL, warmup: 300 });
   const s = { direct: summarize(sequential.direct), byName: summarize(sequential.byName) };
@@ -207,7 +210,7 @@ async function measurePair(report, section, what, pair) {
   });
   // The A/A side runs in the same rounds; the compose() reference in rounds of its own after
   // them: next to its slices, a side read up to +1.8 µs (the A/A side did, with no difference).
-  const order = composed ? ['direct', 'byName', 'twin'] : ['direct', 'byName'];
+  const order = twin ? ['direct', 'byName', 'twin'] : ['direct', 'byName'];
   await warm(pair);
   const rounds = await slicedRounds(pair, order);
   const composedRounds = composed ? await slicedRounds(pair, ['direct', 'composed']) : [];
@@ -232,7 +235,7 @@ async function measurePair(report, section, what, pair) {
       `direct ${median(rounds.map((r) => r.direct.rate)).toFixed(0)} req/s)`,
     target: { text: '≥ 95% of direct', met: ratio >= THROUGHPUT_TARGET },
   });
-  if (composed) {
+  if (twin) {
     report.row({
       section,
       name: `  reference: a second plain Agent, the same requests (A/A: the method's noise)`,
@@ -240,6 +243,8 @@ async function measurePair(report, section, what, pair) {
         `${median(cpuDiff('twin')).toFixed(2)} µs CPU per request vs direct ` +
         `(${spread(cpuDiff('twin'))}); ${(median(rateRatio('twin')) * 100).toFixed(1)}% of direct throughput`,
     });
+  }
+  if (composed) {
     report.row({
       section,
       name: `  reference: a pass-through compose() interceptor on a plain Agent`,
