@@ -94,6 +94,8 @@ async function slicedRounds(pair, order) {
 }
 
 const median = (values) => summarize(values).p50;
+/** `value` with `digits` decimals and its sign (+1.20, -0.45). */
+const signed = (value, digits) => `${value >= 0 ? '+' : ''}${value.toFixed(digits)}`;
 const spread = (values) => `${Math.min(...values).toFixed(2)} to ${Math.max(...values).toFixed(2)}`;
 
 /** The sides of each pair, over one set of clients (fresh for each pair: see httpSection). */
@@ -193,7 +195,7 @@ export async function httpSection({ agent, api, report }) {
   }
 }
 
-/** Sequential and concurrent measurements of one pair (and the dispatcher's references). */
+/** Sequential and concurrent measurements of one pair and its references (A/A, compose()). */
 async function measurePair(report, section, what, pair) {
   const { composed, twin } = pair;
   const sides = { direct: pair.direct, byName: pair.byName };
@@ -205,7 +207,7 @@ async function measurePair(report, section, what, pair) {
     name: `${what} by name, sequential (direct: p50 ${(s.direct.p50 / 1e3).toFixed(0)} µs)`,
     unit: 'ns',
     stats: s.byName,
-    note: `${addedLatency >= 0 ? '+' : ''}${(addedLatency / 1e3).toFixed(1)} µs mean vs direct`,
+    note: `${signed(addedLatency / 1e3, 1)} µs mean vs direct`,
     target: { text: '≤ +50 µs mean', met: addedLatency <= ADDED_TARGET_NS },
   });
   // The A/A side runs in the same rounds; the compose() reference in rounds of its own after
@@ -223,7 +225,7 @@ async function measurePair(report, section, what, pair) {
     section,
     name: `${what} by name, client CPU per request, ${CONCURRENCY} concurrent`,
     value:
-      `${added >= 0 ? '+' : ''}${added.toFixed(2)} µs vs direct (${directCpu.toFixed(1)} µs); ` +
+      `${signed(added, 2)} µs vs direct (${directCpu.toFixed(1)} µs); ` +
       `per-round differences ${spread(cpuDiff('byName'))} µs over ${ROUNDS} rounds of ${PER_ROUND}`,
     target: { text: `≤ +${CPU_TARGET_US} µs`, met: added <= CPU_TARGET_US },
   });
@@ -319,7 +321,7 @@ async function ownCode(report, section, http, known, when) {
     section,
     name: `  reference: the dispatcher over a stub agent, no network, ${when}`,
     value:
-      `+${median(diffNs).toFixed(0)} ns CPU per call vs the stub alone (${stubNs.toFixed(0)} ns); ` +
+      `${signed(median(diffNs), 0)} ns CPU per call vs the stub alone (${stubNs.toFixed(0)} ns); ` +
       `per-round ${spread(diffNs)} ns`,
   });
   return { addedNs: median(diffNs), stubNs, rounds };
