@@ -485,7 +485,8 @@ it('shardKey reaches the instance whose ShardingService.owns(key) is true', asyn
     sharding: { partitions: 16, mode: 'cooperative', settleMs: 200, handoffDelayMs: 100 },
   });
   const keys = [...Array.from({ length: 30 }, (_, i) => `order-${i}`), 'zürich', ''];
-  // Each key owned by exactly one instance, as each instance itself says.
+  // Each key owned by exactly one instance, as each instance itself says — once the table spans
+  // all three (while the first is alone it owns every key, and exactly one owner holds then too).
   const owners = await waitFor(
     async () => {
       const found = new Map<string, string>();
@@ -495,9 +496,13 @@ it('shardKey reaches the instance whose ShardingService.owns(key) is true', asyn
         if (owning.length !== 1) return undefined;
         found.set(key, owning[0].serviceId);
       }
-      return found;
+      return new Set(found.values()).size === 3 ? found : undefined;
     },
-    { timeoutMs: 15_000, intervalMs: 50, message: 'every key owned by exactly one instance' },
+    {
+      timeoutMs: 15_000,
+      intervalMs: 50,
+      message: 'every key owned by exactly one instance, the keys spread over all three',
+    },
   );
   expect(new Set(owners.values()).size).toBe(3);
   const http = await client();
